@@ -1,0 +1,3 @@
+"""patchbay.connectors"""
+
+__all__: list[str] = []

@@ -1,0 +1,62 @@
+"""patchbay.queue: a Postgres job queue, usable on its own (like pg-boss, for Python).
+
+async with QueueClient(url) as client:
+    await client.create_queue("emails", retry_limit=3)
+    await client.send("emails", {"to": "a@example.com"})
+    await client.work("emails", handler, concurrency=20)
+"""
+
+from ._worker import Handler, Worker
+from .client import JobSpec, QueueClient
+from .clock import Clock, FrozenClock, SystemClock
+from .errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    InvalidJobState,
+    InvalidName,
+    InvalidOption,
+    InvalidPayload,
+    JobNotFound,
+    MigrationError,
+    PayloadTooLarge,
+    QueueAlreadyExists,
+    QueueError,
+    QueueNotFound,
+)
+from .migrate import migrate, migrate_sync
+from .models import Job, JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .settings import QueueSettings, SendOptions
+from .sync import SyncQueueClient
+
+__all__ = [
+    "Clock",
+    "DatabaseUnavailable",
+    "FrozenClock",
+    "Handler",
+    "InvalidInput",
+    "InvalidJobState",
+    "InvalidName",
+    "InvalidOption",
+    "InvalidPayload",
+    "Job",
+    "JobNotFound",
+    "JobPage",
+    "JobRecord",
+    "JobSpec",
+    "JobState",
+    "MigrationError",
+    "PayloadTooLarge",
+    "QueueAlreadyExists",
+    "QueueClient",
+    "QueueError",
+    "QueueInfo",
+    "QueueNotFound",
+    "QueueSettings",
+    "QueueStats",
+    "SendOptions",
+    "SyncQueueClient",
+    "SystemClock",
+    "Worker",
+    "migrate",
+    "migrate_sync",
+]

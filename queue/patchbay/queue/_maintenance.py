@@ -1,0 +1,121 @@
+"""Maintenance: lease expiry (and, as the queue grows, retention and cron).
+
+Guarantee: every client of a schema may run maintenance; each pass runs at most once at a
+time across all of them, because it holds a transaction-level advisory lock taken with
+``pg_try_advisory_xact_lock`` (a client that does not get the lock skips that pass). A job
+whose lease ran out is retried (or failed and dead-lettered) within one interval of its
+expiry, with its attempt counted.
+
+State model: ``passes`` counts completed passes and ``expired`` the jobs they expired (test
+signals); ``pass_done`` is set after each pass.
+
+How it fails: a database error ends the pass, is logged, and the next interval retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import psycopg
+
+if TYPE_CHECKING:
+    from .client import QueueClient
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("patchbay.queue.maintenance")
+
+_LEASE_ERROR = json.dumps(
+    {
+        "type": "patchbay.queue.LeaseExpired",
+        "message": "the job's lease expired: its worker died, hung or lost the database",
+        "traceback": "",
+    }
+)
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.sha256(f"patchbay.maintenance:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Maintenance:
+    """Periodic maintenance of one schema, every ``interval`` seconds."""
+
+    def __init__(self, client: QueueClient, *, interval: float) -> None:
+        self._client = client
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.passes = 0
+        self.expired = 0
+        self.pass_done = asyncio.Event()
+
+    async def start(self) -> None:
+        """Run passes in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="maintenance")
+
+    async def stop(self) -> None:
+        """Stop the background passes."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("maintenance pass failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> bool:
+        """One pass, if no other client is running one; returns whether it ran."""
+        client = self._client
+        async with client.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "select pg_try_advisory_xact_lock(%s)", (_lock_key(client.schema),)
+            )
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return False
+            self.expired += await self._expire_leases(conn, limit=10_000)
+        self.passes += 1
+        self.pass_done.set()
+        return True
+
+    async def expire_leases(self, *, limit: int = 1000) -> int:
+        """Expire leases now (outside the periodic pass); returns how many jobs."""
+        async with self._client.pool.connection() as conn, conn.transaction():
+            return await self._expire_leases(conn, limit=limit)
+
+    async def _expire_leases(self, conn: psycopg.AsyncConnection[object], *, limit: int) -> int:
+        client = self._client
+        now = client.clock.now()
+        cur = await conn.execute(
+            client.sql["job_find_expired_leases"], {"now": now, "limit": limit}
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return 0
+        ids = [r[0] for r in rows]  # type: ignore[index]
+        attempts = [r[1] for r in rows]  # type: ignore[index]
+        cur = await conn.execute(
+            client.sql["job_fail_many"],
+            {
+                "ids": ids,
+                "attempts": attempts,
+                "errors": [_LEASE_ERROR] * len(ids),
+                "now": now,
+                "channel": client.channel,
+            },
+        )
+        expired = cur.rowcount
+        if expired:
+            log.info("expired the leases of %d job(s)", expired)
+        return expired

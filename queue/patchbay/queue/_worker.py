@@ -1,0 +1,401 @@
+"""The worker engine: a per-job handler API over batched SQL.
+
+Guarantees
+    At-least-once: a fetched job ends completed, retried/failed, or released back to the
+    queue; if the process dies, lease expiry (maintenance) re-runs it. Every write is fenced
+    by the job's attempt, so a worker that lost its lease never overwrites a newer attempt.
+
+State model
+    One fetch loop claims up to the free slots (``concurrency`` minus running handlers) in
+    one statement and starts one asyncio task per job. Results go to the completer, which
+    writes every result gathered since its last write in one statement per kind (complete,
+    fail, release): batches grow with load, and an idle worker writes at once.
+
+How it fails
+    Database errors in fetch or completion are logged and retried with capped backoff; the
+    results stay buffered meanwhile (the jobs stay active, fenced). A handler that outlives
+    its lease is cancelled and its attempt recorded as failed. ``stop()`` stops fetching,
+    waits up to the grace period, then cancels what still runs and releases those jobs
+    without spending their attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ._payload import encode_payload
+from .errors import InvalidOption
+from .models import Job
+from .settings import integer, seconds
+
+if TYPE_CHECKING:
+    from .client import QueueClient
+
+__all__ = ["Handler", "Worker"]
+
+log = logging.getLogger("patchbay.queue.worker")
+
+Handler = Callable[[Job], Awaitable[Any]]
+
+_MAX_BACKOFF = 5.0
+_ERROR_TEXT_LIMIT = 64 * 1024
+
+
+class _LeaseLost(Exception):
+    """Raised into a handler task whose lease ran out."""
+
+
+def error_document(exc: BaseException, redact: Callable[[str], str] | None) -> str:
+    """The JSON stored in ``job.error`` for a failed attempt."""
+    message = str(exc)
+    trace = "".join(traceback.format_exception(exc))
+    if redact is not None:
+        message, trace = redact(message), redact(trace)
+    doc = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": message[:_ERROR_TEXT_LIMIT],
+        "traceback": trace[-_ERROR_TEXT_LIMIT:],
+    }
+    return encode_payload(doc, limit=4 * _ERROR_TEXT_LIMIT, what="error")
+
+
+class _Completer:
+    """Buffers handler results and writes them in batches."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._done: tuple[list[uuid.UUID], list[int], list[str | None]] = ([], [], [])
+        self._failed: tuple[list[uuid.UUID], list[int], list[str]] = ([], [], [])
+        self._released: tuple[list[uuid.UUID], list[int]] = ([], [])
+        self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="completer")
+
+    def complete(self, job: Job, output: str | None) -> None:
+        ids, attempts, outputs = self._done
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        outputs.append(output)
+        self._kick()
+
+    def fail(self, job: Job, error: str) -> None:
+        ids, attempts, errors = self._failed
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        errors.append(error)
+        self._kick()
+
+    def release(self, job: Job) -> None:
+        self._released[0].append(job.id)
+        self._released[1].append(job.attempt)
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._pending.is_set():
+            self._idle.clear()
+            self._pending.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            done, failed, released = self._done, self._failed, self._released
+            self._done, self._failed, self._released = ([], [], []), ([], [], []), ([], [])
+            while True:
+                try:
+                    await self._write(done, failed, released)
+                    failures = 0
+                    break
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    failures += 1
+                    delay = min(_MAX_BACKOFF, 0.05 * 2**failures)
+                    if failures in (1, 10) or failures % 100 == 0:
+                        log.warning("completion write failed (%s); retrying in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+            if not self._pending.is_set():
+                self._idle.set()
+                if self._closing:
+                    return
+
+    async def _write(
+        self,
+        done: tuple[list[uuid.UUID], list[int], list[str | None]],
+        failed: tuple[list[uuid.UUID], list[int], list[str]],
+        released: tuple[list[uuid.UUID], list[int]],
+    ) -> None:
+        worker = self._worker
+        client = worker.client
+        now = client.clock.now()
+        async with client.pool.connection() as conn:
+            if done[0]:
+                cur = await conn.execute(
+                    client.sql["job_complete_many"],
+                    {"ids": done[0], "attempts": done[1], "outputs": done[2], "now": now},
+                )
+                worker.completed += cur.rowcount
+                worker.stale_writes += len(done[0]) - cur.rowcount
+            if failed[0]:
+                cur = await conn.execute(
+                    client.sql["job_fail_many"],
+                    {
+                        "ids": failed[0],
+                        "attempts": failed[1],
+                        "errors": failed[2],
+                        "now": now,
+                        "channel": client.channel,
+                    },
+                )
+                worker.failed += cur.rowcount
+                worker.stale_writes += len(failed[0]) - cur.rowcount
+            if released[0]:
+                cur = await conn.execute(
+                    client.sql["job_release_many"],
+                    {"ids": released[0], "attempts": released[1]},
+                )
+                worker.released += cur.rowcount
+
+    async def flush(self) -> None:
+        """Wait until every buffered result is written."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._kick()
+        if self._task is not None:
+            await self._task
+
+
+class Worker:
+    """Runs ``handler(job)`` for the jobs of one queue, up to ``concurrency`` at once.
+
+    Settings: ``concurrency`` (default 10) handler calls at once; ``batch_size`` (default:
+    ``concurrency``, at most 1000) jobs claimed per fetch; ``poll_interval`` (default 2 s)
+    seconds between fetches when no notification arrives, the fallback if LISTEN is lost;
+    ``shutdown_grace`` (default 30 s) that ``stop()`` waits for running handlers.
+
+    Counters ``completed``, ``failed``, ``released`` and ``stale_writes`` (results rejected
+    because the job's attempt moved on) are for tests and metrics.
+    """
+
+    def __init__(
+        self,
+        client: QueueClient,
+        queue: str,
+        handler: Handler,
+        *,
+        concurrency: int,
+        batch_size: int | None,
+        poll_interval: float,
+        shutdown_grace: float,
+    ) -> None:
+        if not callable(handler):
+            raise InvalidOption("handler must be an async callable taking a Job")
+        self.client = client
+        self.queue = queue
+        self.handler = handler
+        self.concurrency = integer("concurrency", concurrency, minimum=1, maximum=100_000)
+        self.batch_size = integer(
+            "batch_size",
+            batch_size if batch_size is not None else min(self.concurrency, 1000),
+            minimum=1,
+            maximum=10_000,
+        )
+        self.poll_interval = seconds("poll_interval", poll_interval, allow_zero=False)
+        self.shutdown_grace = seconds("shutdown_grace", shutdown_grace)
+        self.completed = 0
+        self.failed = 0
+        self.released = 0
+        self.stale_writes = 0
+        self.fetches = 0
+        self._running: dict[asyncio.Task[None], tuple[Job, float]] = {}
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._releasing = False
+        self._completer = _Completer(self)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def running(self) -> int:
+        """Handler calls in progress."""
+        return len(self._running)
+
+    def wake(self) -> None:
+        """Fetch now (a runnable job was committed)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start fetching."""
+        loop = asyncio.get_running_loop()
+        self._completer.start()
+        self._loop_task = loop.create_task(self._fetch_loop(), name=f"fetch:{self.queue}")
+        self._watchdog_task = loop.create_task(self._watchdog(), name=f"lease:{self.queue}")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop fetching, let running handlers finish for up to ``grace`` seconds (default
+        ``shutdown_grace``), then cancel the rest and put their jobs back in the queue
+        without spending an attempt. Returns when every result is written."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.shutdown_grace if grace is None else grace
+        for task in (self._loop_task, self._watchdog_task):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._loop_task, self._watchdog_task) if t), return_exceptions=True
+        )
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=grace)
+        if self._running:
+            self._releasing = True
+            pending = list(self._running)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._completer.close()
+        self._stopped.set()
+
+    async def drain(self) -> None:
+        """Wait until buffered results are written (for tests)."""
+        await self._completer.flush()
+
+    async def _fetch_loop(self) -> None:
+        client = self.client
+        statement = client.sql["job_fetch_available"]
+        failures = 0
+        while True:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            want = min(free, self.batch_size)
+            self._wake.clear()
+            try:
+                async with client.pool.connection() as conn:
+                    cur = await conn.execute(
+                        statement, {"queue": self.queue, "limit": want, "now": client.clock.now()}
+                    )
+                    rows = await cur.fetchall()
+                failures = 0
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                failures += 1
+                delay = min(_MAX_BACKOFF, 0.05 * 2**failures)
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning(
+                        "fetch from %s failed (%s); retrying in %.2fs", self.queue, exc, delay
+                    )
+                await asyncio.sleep(delay)
+                continue
+            self.fetches += 1
+            if rows:
+                self._start_jobs(rows)
+                if len(rows) == want:
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    def _start_jobs(self, rows: list[tuple[Any, ...]]) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        queue = self.queue
+        heartbeat = self._heartbeat
+        running = self._running
+        run = self._run
+        for job_id, data, attempt, priority, retry_limit, expire_in, created_at in rows:
+            job = Job(
+                job_id,
+                queue,
+                data,
+                attempt,
+                priority,
+                retry_limit,
+                expire_in,
+                created_at,
+                heartbeat,
+            )
+            task = loop.create_task(run(job))
+            running[task] = (job, now + expire_in)
+
+    async def _run(self, job: Job) -> None:
+        completer = self._completer
+        try:
+            result = await self.handler(job)
+        except asyncio.CancelledError:
+            if self._releasing:
+                completer.release(job)
+            else:
+                completer.fail(job, error_document(_lease_lost(job), self.client.redact))
+        except Exception as exc:
+            completer.fail(job, error_document(exc, self.client.redact))
+        else:
+            if result is None:
+                completer.complete(job, None)
+            else:
+                try:
+                    completer.complete(
+                        job,
+                        encode_payload(
+                            result, limit=self.client.max_payload_bytes, what="handler output"
+                        ),
+                    )
+                except Exception as exc:
+                    completer.fail(job, error_document(exc, self.client.redact))
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.pop(task, None)
+            self._slot_freed.set()
+
+    async def _heartbeat(self, job: Job) -> bool:
+        client = self.client
+        async with client.pool.connection() as conn:
+            cur = await conn.execute(
+                client.sql["job_heartbeat_many"],
+                {"ids": [job.id], "attempts": [job.attempt], "now": client.clock.now()},
+            )
+            alive = await cur.fetchone() is not None
+        if alive:
+            for task, (running_job, _) in self._running.items():
+                if running_job is job:
+                    self._running[task] = (job, time.monotonic() + job.expire_in)
+                    break
+        return alive
+
+    async def _watchdog(self) -> None:
+        """Cancels handlers that outlive their lease, so a hung handler cannot hold a slot
+        forever; its attempt is recorded as failed (and retried per policy)."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for task, (job, deadline) in list(self._running.items()):
+                if now > deadline and not task.done():
+                    log.warning(
+                        "job %s exceeded its lease of %.1fs; cancelling", job.id, job.expire_in
+                    )
+                    task.cancel()
+
+
+def _lease_lost(job: Job) -> _LeaseLost:
+    return _LeaseLost(
+        f"handler ran longer than the job's lease ({job.expire_in:g}s) without heartbeat"
+    )

@@ -1,0 +1,446 @@
+"""The async queue client: queues, sends, job operations, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from ._listener import Listener
+from ._maintenance import Maintenance
+from ._send import JobSpec, SendBuilder, as_uuid, check_inserted
+from ._sql import Statements
+from ._worker import Handler, Worker
+from .clock import Clock, SystemClock
+from .errors import (
+    DatabaseUnavailable,
+    InvalidJobState,
+    InvalidOption,
+    JobNotFound,
+    QueueAlreadyExists,
+    QueueNotFound,
+)
+from .models import JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .settings import (
+    QueueSettings,
+    SendOptions,
+    integer,
+    seconds,
+    validate_queue_name,
+    validate_schema_name,
+)
+
+__all__ = ["JobSpec", "QueueClient"]
+
+log = logging.getLogger("patchbay.queue")
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class QueueClient:
+    """Async client of one patchbay queue schema.
+
+    Use as ``async with QueueClient(url) as client:``. The client owns a connection pool,
+    one LISTEN connection (opened when the first worker starts) and, when
+    ``maintenance=True``, the maintenance service (lease expiry), which runs once at a time
+    across all clients of the schema.
+
+    Settings: ``schema`` (default ``patchbay``); ``pool_min``/``pool_max`` connections
+    (defaults 1 and 8: each worker uses up to two at once, for fetch and completion);
+    ``max_payload_bytes`` (default 1 MiB; larger data raises PayloadTooLarge);
+    ``maintenance_interval`` seconds (default 5; lower re-runs lost jobs sooner for a
+    little more load); ``clock`` (default: the database's); ``redact``, a function applied
+    to error messages and tracebacks before they are stored (the vault's redactor).
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str = "patchbay",
+        pool_min: int = 1,
+        pool_max: int = 8,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        maintenance: bool = True,
+        maintenance_interval: float = 5.0,
+        clock: Clock | None = None,
+        redact: Callable[[str], str] | None = None,
+        application_name: str = "patchbay",
+    ) -> None:
+        self.conninfo = conninfo
+        self.schema = validate_schema_name(schema)
+        self.max_payload_bytes = integer("max_payload_bytes", max_payload_bytes, minimum=1)
+        self.clock: Clock = clock or SystemClock()
+        self.redact = redact
+        self.sql = Statements(self.schema)
+        self.channel = f"patchbay:{self.schema}"
+        self._sends = SendBuilder(self.channel, self.max_payload_bytes, self.clock)
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=integer("pool_min", pool_min, minimum=0),
+            max_size=integer("pool_max", pool_max, minimum=1),
+            kwargs={"autocommit": True, "application_name": application_name},
+            open=False,
+            name=f"patchbay-{self.schema}",
+        )
+        self._workers: list[Worker] = []
+        self._listener = Listener(conninfo, self.channel, self._on_notify)
+        self._maintenance = Maintenance(
+            self, interval=seconds("maintenance_interval", maintenance_interval, allow_zero=False)
+        )
+        self._run_maintenance = maintenance
+        self._opened = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the pool (and wait for its first connection)."""
+        if not self._opened:
+            try:
+                await self._pool.open(wait=True, timeout=30)
+            except Exception as exc:
+                raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+            self._opened = True
+        return self
+
+    async def close(self, *, grace: float | None = None) -> None:
+        """Stop all workers (see :meth:`Worker.stop`), maintenance and the listener, then
+        close the pool."""
+        await asyncio.gather(*(w.stop(grace=grace) for w in self._workers))
+        self._workers.clear()
+        await self._maintenance.stop()
+        await self._listener.stop()
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The client's connection pool (autocommit connections)."""
+        return self._pool
+
+    @property
+    def listener(self) -> Listener:
+        """The LISTEN connection's service (exposed for tests and health checks)."""
+        return self._listener
+
+    @property
+    def maintenance(self) -> Maintenance:
+        """The maintenance service."""
+        return self._maintenance
+
+    # -- queues --------------------------------------------------------------------------
+
+    async def create_queue(self, name: str, **settings: Any) -> QueueInfo:
+        """Create a queue with defaults its jobs inherit (see :class:`QueueSettings`).
+
+        Creating an existing queue with the same settings is a no-op; with other settings it
+        raises QueueAlreadyExists (use :meth:`update_queue`)."""
+        validate_queue_name(name)
+        wanted = QueueSettings.build(**settings)
+        params = self._queue_params(name, wanted)
+        async with self._pool.connection() as conn:
+            try:
+                await conn.execute(self.sql["queue_insert"], params)
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise QueueNotFound(
+                    f"dead-letter queue {wanted.dead_letter!r} does not exist; create it first"
+                ) from exc
+        info = await self.get_queue(name)
+        if self._settings_of(info) != wanted:
+            raise QueueAlreadyExists(
+                f"queue {name!r} exists with other settings; use update_queue to change them"
+            )
+        return info
+
+    async def update_queue(self, name: str, **settings: Any) -> QueueInfo:
+        """Change a queue's defaults; options not given keep their current value. Jobs
+        already sent keep the policy they were sent with."""
+        validate_queue_name(name)
+        current = self._settings_of(await self.get_queue(name))
+        merged = QueueSettings.build(
+            **{f: getattr(current, f) for f in current.__slots__}, **settings
+        )
+        async with self._pool.connection() as conn:
+            try:
+                cur = await conn.execute(self.sql["queue_update"], self._queue_params(name, merged))
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise QueueNotFound(
+                    f"dead-letter queue {merged.dead_letter!r} does not exist; create it first"
+                ) from exc
+            if await cur.fetchone() is None:
+                raise QueueNotFound(f"queue {name!r} does not exist")
+        return await self.get_queue(name)
+
+    async def get_queue(self, name: str) -> QueueInfo:
+        """A queue and its settings; raises QueueNotFound."""
+        validate_queue_name(name)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["queue_get"], {"name": name})
+            row = await cur.fetchone()
+        if row is None:
+            raise QueueNotFound(f"queue {name!r} does not exist; create it with create_queue")
+        return QueueInfo.from_row(row)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """All queues, by name."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["queue_list"])
+            return [QueueInfo.from_row(r) for r in await cur.fetchall()]
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and all its jobs; raises QueueNotFound."""
+        validate_queue_name(name)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self.sql["queue_delete"], {"name": name})
+            if await cur.fetchone() is None:
+                raise QueueNotFound(f"queue {name!r} does not exist")
+
+    @staticmethod
+    def _queue_params(name: str, s: QueueSettings) -> dict[str, Any]:
+        return {
+            "name": name,
+            "retry_limit": s.retry_limit,
+            "retry_delay_s": s.retry_delay,
+            "retry_backoff": s.retry_backoff,
+            "retry_delay_max_s": s.retry_delay_max,
+            "expire_in_s": s.expire_in,
+            "retention_s": s.retention,
+            "dead_letter": s.dead_letter,
+        }
+
+    @staticmethod
+    def _settings_of(info: QueueInfo) -> QueueSettings:
+        return QueueSettings(
+            retry_limit=info.retry_limit,
+            retry_delay=info.retry_delay,
+            retry_backoff=info.retry_backoff,
+            retry_delay_max=info.retry_delay_max,
+            expire_in=info.expire_in,
+            retention=info.retention,
+            dead_letter=info.dead_letter,
+        )
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> uuid.UUID:
+        """Send one job; returns its id.
+
+        With ``conn=``, the insert runs in that connection's current transaction: if the
+        caller rolls back, no job exists. A repeated ``id`` returns the id without adding a
+        second job."""
+        ids, params = self._sends.one(queue, data, options)
+        await self._insert(queue, params, conn)
+        return ids[0]
+
+    async def send_many(
+        self,
+        queue: str,
+        items: Iterable[Any],
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> list[uuid.UUID]:
+        """Send many jobs to one queue in one statement; returns their ids in order.
+
+        Each item is the job's data, or a :class:`JobSpec` with its own id, priority or
+        start time. ``options`` apply to all (``id`` is not allowed here). All or nothing:
+        one invalid item raises before anything is written."""
+        ids, params = self._sends.many(queue, items, options)
+        if ids:
+            await self._insert(queue, params, conn)
+        return ids
+
+    async def _insert(
+        self, queue: str, params: dict[str, Any], conn: psycopg.AsyncConnection[Any] | None
+    ) -> None:
+        statement = self.sql["job_insert_many"]
+        if conn is not None:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(statement, params)
+                row = await cur.fetchone()
+        else:
+            async with self._pool.connection() as own:
+                cur2 = await own.execute(statement, params)
+                row = await cur2.fetchone()
+        check_inserted(queue, row)
+
+    # -- job operations ------------------------------------------------------------------
+
+    async def get_job(self, job_id: uuid.UUID | str) -> JobRecord:
+        """One job; raises JobNotFound."""
+        jid = as_uuid(job_id)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["job_get"], {"id": jid})
+            row = await cur.fetchone()
+        if row is None:
+            raise JobNotFound(f"job {jid} not found")
+        return JobRecord.from_row(row)
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, filtered by queue and state, a page at a time."""
+        if queue is not None:
+            validate_queue_name(queue)
+        state_value = None if state is None else self._state(state)
+        integer("limit", limit, minimum=1, maximum=10_000)
+        before_created: datetime | None = None
+        before_id: uuid.UUID | None = None
+        if cursor is not None:
+            try:
+                stamp, _, raw_id = cursor.partition("|")
+                before_created, before_id = datetime.fromisoformat(stamp), uuid.UUID(raw_id)
+            except ValueError as exc:
+                raise InvalidOption(f"invalid cursor {cursor!r}") from exc
+        params = {
+            "queue": queue,
+            "state": state_value,
+            "limit": limit,
+            "before_created_at": before_created,
+            "before_id": before_id,
+        }
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["job_list"], params)
+            rows = await cur.fetchall()
+        jobs = [JobRecord.from_row(r) for r in rows]
+        next_cursor = None
+        if len(jobs) == limit:
+            last = jobs[-1]
+            next_cursor = f"{last.created_at.isoformat()}|{last.id}"
+        return JobPage(jobs, next_cursor)
+
+    @staticmethod
+    def _state(state: JobState | str) -> str:
+        try:
+            return JobState(state).value
+        except ValueError as exc:
+            known = ", ".join(s.value for s in JobState)
+            raise InvalidOption(f"unknown job state {state!r}; known: {known}") from exc
+
+    async def cancel(self, job_id: uuid.UUID | str) -> None:
+        """Cancel a queued, retrying or active job. An active handler's result is then
+        discarded. Raises JobNotFound or InvalidJobState."""
+        await self._transition(job_id, "job_cancel", "cancel", {})
+
+    async def resume(self, job_id: uuid.UUID | str) -> None:
+        """Put a cancelled job back in the queue."""
+        await self._transition(
+            job_id, "job_requeue", "resume", {"from_states": ["cancelled"], "channel": self.channel}
+        )
+
+    async def retry(self, job_id: uuid.UUID | str) -> None:
+        """Run a failed job again, with a fresh retry budget."""
+        await self._transition(
+            job_id, "job_requeue", "retry", {"from_states": ["failed"], "channel": self.channel}
+        )
+
+    async def delete_job(self, job_id: uuid.UUID | str) -> None:
+        """Delete a job whatever its state; raises JobNotFound."""
+        await self._transition(job_id, "job_delete", "delete", {})
+
+    async def _transition(
+        self, job_id: uuid.UUID | str, statement: str, verb: str, extra: dict[str, Any]
+    ) -> None:
+        jid = as_uuid(job_id)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self.sql[statement], {"id": jid, "now": self.clock.now(), **extra}
+            )
+            if await cur.fetchone() is not None:
+                return
+            cur = await conn.execute(self.sql["job_state_of"], {"id": jid})
+            row = await cur.fetchone()
+        if row is None:
+            raise JobNotFound(f"job {jid} not found")
+        raise InvalidJobState(f"cannot {verb} job {jid}: it is {row[0]}")
+
+    async def stats(self, queue: str | None = None) -> list[QueueStats]:
+        """Counts by state per queue (one queue, or all)."""
+        if queue is not None:
+            validate_queue_name(queue)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self.sql["queue_stats"], {"name": queue, "now": self.clock.now()}
+            )
+            rows = await cur.fetchall()
+        if queue is not None and not rows:
+            raise QueueNotFound(f"queue {queue!r} does not exist")
+        return [QueueStats(*row) for row in rows]
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def work(
+        self,
+        queue: str,
+        handler: Handler,
+        *,
+        concurrency: int = 10,
+        batch_size: int | None = None,
+        poll_interval: float = 2.0,
+        shutdown_grace: float = 30.0,
+    ) -> Worker:
+        """Start a worker calling ``handler(job)`` for jobs of ``queue``, up to
+        ``concurrency`` at once, and return it (it runs until :meth:`close` or
+        ``worker.stop()``). See :class:`Worker` for the guarantees."""
+        await self.get_queue(queue)
+        worker = Worker(
+            self,
+            queue,
+            handler,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            shutdown_grace=shutdown_grace,
+        )
+        self._workers.append(worker)
+        await self._listener.start()
+        if self._run_maintenance:
+            await self._maintenance.start()
+        await worker.start()
+        return worker
+
+    def _on_notify(self, queue: str | None) -> None:
+        for worker in self._workers:
+            if queue is None or worker.queue == queue:
+                worker.wake()
+
+    async def expire_leases(self, limit: int = 1000) -> int:
+        """Retry (or fail) active jobs whose lease ran out; returns how many. Maintenance
+        calls this; it is public for tests and operators."""
+        return await self._maintenance.expire_leases(limit=limit)

@@ -1,0 +1,85 @@
+"""Errors raised by ``patchbay.queue``.
+
+Every error the queue raises derives from :class:`QueueError`, so callers can catch the
+whole room at once::
+
+    QueueError
+    ├── DatabaseUnavailable      the database could not be reached or started
+    ├── MigrationError           a migration failed; nothing of that step was applied
+    ├── InvalidInput             bad input; nothing was written
+    │   ├── InvalidName          a queue name that is not allowed
+    │   ├── InvalidOption        an unknown option, or a value out of range
+    │   ├── InvalidPayload       data that is not JSON, or not storable in Postgres
+    │   └── PayloadTooLarge      data over the client's ``max_payload_bytes``
+    ├── QueueNotFound            the queue does not exist
+    ├── QueueAlreadyExists       ``create_queue`` of an existing name, with other settings
+    ├── JobNotFound              no job with that id
+    └── InvalidJobState          the job is not in a state that allows the operation
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatabaseUnavailable",
+    "InvalidInput",
+    "InvalidJobState",
+    "InvalidName",
+    "InvalidOption",
+    "InvalidPayload",
+    "JobNotFound",
+    "MigrationError",
+    "PayloadTooLarge",
+    "QueueAlreadyExists",
+    "QueueError",
+    "QueueNotFound",
+]
+
+
+class QueueError(Exception):
+    """Base class of every error raised by ``patchbay.queue``."""
+
+
+class DatabaseUnavailable(QueueError):
+    """The database could not be reached or started. Check ``PATCHBAY_DATABASE_URL``."""
+
+
+class MigrationError(QueueError):
+    """A migration step failed and was rolled back; fix the cause and run migrate again."""
+
+
+class InvalidInput(QueueError, ValueError):
+    """The call's input is invalid. Nothing was written; correct the input and call again."""
+
+
+class InvalidName(InvalidInput):
+    """A queue name may hold letters, digits and ``_ - . : /``, 1 to 200 characters."""
+
+
+class InvalidOption(InvalidInput):
+    """An option is unknown or its value is out of range; the message names it."""
+
+
+class InvalidPayload(InvalidInput):
+    """Job data must be JSON-serialisable and storable as ``jsonb`` (no NaN, no NUL, valid
+    UTF-8)."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """Job data is larger than the client's ``max_payload_bytes``. Store large blobs
+    elsewhere and send a reference."""
+
+
+class QueueNotFound(QueueError, LookupError):
+    """The queue does not exist. Create it first with ``create_queue``."""
+
+
+class QueueAlreadyExists(QueueError):
+    """A queue of that name already exists with different settings; use ``update_queue``."""
+
+
+class JobNotFound(QueueError, LookupError):
+    """No job has that id (it may have been deleted by retention)."""
+
+
+class InvalidJobState(QueueError):
+    """The job's state does not allow the operation (e.g. retrying a job that is active)."""

@@ -1,0 +1,143 @@
+"""Queue settings and send options, validated at the edge.
+
+Durations are seconds (``float``) or :class:`datetime.timedelta`; both are accepted
+everywhere a duration is, and stored as seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from .errors import InvalidName, InvalidOption
+
+__all__ = [
+    "QueueSettings",
+    "SendOptions",
+    "validate_queue_name",
+    "validate_schema_name",
+]
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-.:/]{0,199}$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+Duration = float | int | timedelta
+
+
+def validate_queue_name(name: object) -> str:
+    """Return ``name`` if it is a valid queue name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise InvalidName(
+            f"invalid queue name {name!r}: use 1-200 characters of letters, digits and "
+            "'_ - . : /', starting with a letter, digit or '_'"
+        )
+    return name
+
+
+def validate_schema_name(name: object) -> str:
+    """Return ``name`` if it is a valid schema name (lower-case SQL identifier)."""
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        raise InvalidName(
+            f"invalid schema name {name!r}: use a lower-case identifier "
+            "(letters, digits, '_'; at most 63 characters)"
+        )
+    return name
+
+
+def seconds(option: str, value: object, *, allow_zero: bool = True) -> float:
+    """Validate a duration option and return it in seconds."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOption(f"{option} must be a number of seconds or a timedelta, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidOption(f"{option} must be finite and {bound} seconds, got {value!r}")
+    return result
+
+
+def integer(option: str, value: object, *, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
+    """Validate an integer option within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOption(f"{option} must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise InvalidOption(f"{option} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's defaults, inherited by every job sent to it.
+
+    - ``retry_limit``: retries after the first attempt (default 2, so 3 attempts in all).
+    - ``retry_delay``: seconds before the first retry (default 0: at once).
+    - ``retry_backoff``: double the delay on each further retry, with +-20% jitter (default
+      true); ``retry_delay_max`` caps it (default none).
+    - ``expire_in``: the lease, seconds a job may run before it is presumed lost and retried
+      (default 900). Long handlers call ``job.heartbeat()`` to extend it.
+    - ``retention``: seconds finished jobs are kept (default 14 days).
+    - ``dead_letter``: queue that receives a copy of each job that failed for good.
+    """
+
+    retry_limit: int = 2
+    retry_delay: float = 0.0
+    retry_backoff: bool = True
+    retry_delay_max: float | None = None
+    expire_in: float = 900.0
+    retention: float = 14 * 24 * 3600.0
+    dead_letter: str | None = None
+
+    @classmethod
+    def build(cls, **options: Any) -> QueueSettings:
+        """Validate keyword options into settings; unknown names raise InvalidOption."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidOption(
+                f"unknown queue option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = {**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **options}
+        backoff = values["retry_backoff"]
+        if not isinstance(backoff, bool):
+            raise InvalidOption(f"retry_backoff must be true or false, got {backoff!r}")
+        dead_letter = values["dead_letter"]
+        if dead_letter is not None:
+            validate_queue_name(dead_letter)
+        delay_max = values["retry_delay_max"]
+        return cls(
+            retry_limit=integer("retry_limit", values["retry_limit"], maximum=1_000_000),
+            retry_delay=seconds("retry_delay", values["retry_delay"]),
+            retry_backoff=backoff,
+            retry_delay_max=None if delay_max is None else seconds("retry_delay_max", delay_max),
+            expire_in=seconds("expire_in", values["expire_in"], allow_zero=False),
+            retention=seconds("retention", values["retention"]),
+            dead_letter=dead_letter,
+        )
+
+
+class SendOptions(TypedDict, total=False):
+    """Options of ``send`` and ``send_many``; each overrides the queue's default.
+
+    - ``id``: a caller-chosen UUID; sending the same id again does not add a second job.
+    - ``priority``: higher runs first (default 0).
+    - ``start_after``: a delay in seconds / timedelta, or an aware datetime.
+    - ``retry_limit``, ``retry_delay``, ``retry_backoff``, ``retry_delay_max``,
+      ``expire_in``, ``dead_letter``: as in :class:`QueueSettings`.
+    """
+
+    id: Any
+    priority: int
+    start_after: float | int | timedelta | datetime
+    retry_limit: int
+    retry_delay: float | int | timedelta
+    retry_backoff: bool
+    retry_delay_max: float | int | timedelta
+    expire_in: float | int | timedelta
+    dead_letter: str
+
+
+SEND_OPTION_NAMES = frozenset(SendOptions.__annotations__)

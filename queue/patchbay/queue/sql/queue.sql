@@ -1,0 +1,60 @@
+-- name: queue_insert
+insert into {schema}.queue
+    (name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
+     retention_s, dead_letter)
+values
+    (%(name)s, %(retry_limit)s, %(retry_delay_s)s, %(retry_backoff)s, %(retry_delay_max_s)s,
+     %(expire_in_s)s, %(retention_s)s, %(dead_letter)s)
+on conflict (name) do nothing
+returning name;
+
+-- name: queue_update
+update {schema}.queue
+set retry_limit = %(retry_limit)s,
+    retry_delay_s = %(retry_delay_s)s,
+    retry_backoff = %(retry_backoff)s,
+    retry_delay_max_s = %(retry_delay_max_s)s,
+    expire_in_s = %(expire_in_s)s,
+    retention_s = %(retention_s)s,
+    dead_letter = %(dead_letter)s,
+    updated_at = now()
+where name = %(name)s
+returning name;
+
+-- name: queue_get
+select name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
+       retention_s, dead_letter, created_at, updated_at
+from {schema}.queue
+where name = %(name)s;
+
+-- name: queue_list
+select name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
+       retention_s, dead_letter, created_at, updated_at
+from {schema}.queue
+order by name;
+
+-- name: queue_delete
+with gone as (delete from {schema}.job where queue = %(name)s)
+delete from {schema}.queue where name = %(name)s returning name;
+
+-- name: queue_stats
+-- One pass over the (queue, state) index; deferred = queued but not yet due.
+select q.name,
+       count(j.id) filter (where j.state = 'queued'
+                             and j.start_after <= coalesce(%(now)s, now())) as queued,
+       count(j.id) filter (where j.state = 'queued'
+                             and j.start_after > coalesce(%(now)s, now())) as deferred,
+       count(j.id) filter (where j.state = 'retrying') as retrying,
+       count(j.id) filter (where j.state = 'active') as active,
+       count(j.id) filter (where j.state = 'completed') as completed,
+       count(j.id) filter (where j.state = 'failed') as failed,
+       count(j.id) filter (where j.state = 'cancelled') as cancelled,
+       extract(epoch from coalesce(%(now)s, now()) - min(j.start_after) filter (
+           where j.state in ('queued', 'retrying')
+             and j.start_after <= coalesce(%(now)s, now())))::double precision
+           as oldest_queued_age_s
+from {schema}.queue q
+left join {schema}.job j on j.queue = q.name
+where %(name)s::text is null or q.name = %(name)s::text
+group by q.name
+order by q.name;

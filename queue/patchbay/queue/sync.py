@@ -1,0 +1,112 @@
+"""A small synchronous client for apps that only enqueue (Django, Flask, scripts)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+
+from ._send import SendBuilder, as_uuid, check_inserted
+from ._sql import Statements
+from .clock import Clock, SystemClock
+from .errors import JobNotFound
+from .models import JobRecord
+from .settings import SendOptions, integer, validate_schema_name
+
+__all__ = ["SyncQueueClient"]
+
+
+class SyncQueueClient:
+    """Send jobs and read them back from synchronous code.
+
+    Opens one connection lazily (or uses the ``conn=`` passed to each call, to enqueue
+    inside the caller's transaction). Same validation and semantics as
+    :class:`~patchbay.queue.QueueClient`.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str = "patchbay",
+        max_payload_bytes: int = 1024 * 1024,
+        clock: Clock | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.schema = validate_schema_name(schema)
+        self.sql = Statements(self.schema)
+        self.channel = f"patchbay:{self.schema}"
+        limit = integer("max_payload_bytes", max_payload_bytes, minimum=1)
+        self._sends = SendBuilder(self.channel, limit, clock or SystemClock())
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.conninfo, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the client's own connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> uuid.UUID:
+        """Send one job; returns its id (see QueueClient.send)."""
+        ids, params = self._sends.one(queue, data, options)
+        self._insert(queue, params, conn)
+        return ids[0]
+
+    def send_many(
+        self,
+        queue: str,
+        items: Iterable[Any],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> list[uuid.UUID]:
+        """Send many jobs in one statement; returns their ids (see QueueClient.send_many)."""
+        ids, params = self._sends.many(queue, items, options)
+        if ids:
+            self._insert(queue, params, conn)
+        return ids
+
+    def _insert(
+        self, queue: str, params: dict[str, Any], conn: psycopg.Connection[Any] | None
+    ) -> None:
+        target = conn if conn is not None else self._connection()
+        with target.cursor(row_factory=tuple_row) as cur:
+            cur.execute(self.sql["job_insert_many"], params)
+            check_inserted(queue, cur.fetchone())
+
+    def get_job(self, job_id: uuid.UUID | str) -> JobRecord:
+        """One job; raises JobNotFound."""
+        jid = as_uuid(job_id)
+        with self._connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(self.sql["job_get"], {"id": jid})
+            row = cur.fetchone()
+        if row is None:
+            raise JobNotFound(f"job {jid} not found")
+        return JobRecord.from_row(row)

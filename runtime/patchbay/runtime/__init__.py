@@ -1,0 +1,3 @@
+"""patchbay.runtime"""
+
+__all__: list[str] = []

@@ -1,0 +1,18 @@
+"""The ``patchbay`` sub-command groups."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import jobs, migrate, queues, run
+
+__all__ = ["register_all"]
+
+GROUPS = (migrate, queues, jobs, run)
+
+
+def register_all(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add every group's sub-commands to the parser."""
+    for group in GROUPS:
+        group.register(sub)

@@ -1,0 +1,3 @@
+"""patchbay.secrets"""
+
+__all__: list[str] = []
