@@ -28,7 +28,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -44,7 +44,13 @@ __all__ = ["Handler", "Worker"]
 
 log = logging.getLogger("patchbay.queue.worker")
 
-Handler = Callable[[Job], Awaitable[Any]]
+
+class Handler(Protocol):
+    """An async function called with each Job: its return value (JSON) is the job's output;
+    an exception fails the attempt, which is retried per the job's policy."""
+
+    def __call__(self, job: Job, /) -> Awaitable[Any]: ...
+
 
 _MAX_BACKOFF = 5.0
 _ERROR_TEXT_LIMIT = 64 * 1024
