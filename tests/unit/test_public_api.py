@@ -92,4 +92,3 @@ def test_error_tree_matches_the_errors_module_docstring() -> None:
         assert issubclass(getattr(errors, name), ValueError)
     assert issubclass(errors.QueueNotFound, LookupError)
     assert issubclass(errors.JobNotFound, LookupError)
-
