@@ -101,7 +101,8 @@ class SendBuilder:
                     priorities[index] = integer("priority", item.priority, minimum=_INT32_MIN)
                 if item.start_after is not None:
                     item_delay, item_at = start_time(item.start_after)
-                    starts[index] = item_at or datetime.now(UTC) + timedelta(seconds=item_delay)
+                    base = self.clock.now() or datetime.now(UTC)
+                    starts[index] = item_at or base + timedelta(seconds=item_delay)
                 item = item.data
             payloads.append(encode_payload(item, limit=limit, what=f"item {index}"))
         params.update(
