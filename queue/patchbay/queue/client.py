@@ -178,7 +178,7 @@ class QueueClient:
         validate_queue_name(name)
         current = self._settings_of(await self.get_queue(name))
         merged = QueueSettings.build(
-            **{f: getattr(current, f) for f in current.__slots__}, **settings
+            **{**{f: getattr(current, f) for f in current.__slots__}, **settings}
         )
         async with self._pool.connection() as conn:
             try:
