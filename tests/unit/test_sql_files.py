@@ -13,27 +13,10 @@ import pytest
 
 from patchbay.queue._sql import Statements, parse_named_statements
 
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 SQL_DIR = Path(str(resources.files("patchbay.queue") / "sql"))
 SQL_FILES = sorted(SQL_DIR.glob("*.sql"))
-NAME = re.compile(r"^[a-z]+(?:_[a-z0-9]+)+$")
-# A statement's second word says what it does.
-VERBS = {
-    "insert",
-    "fetch",
-    "complete",
-    "fail",
-    "release",
-    "heartbeat",
-    "find",
-    "get",
-    "list",
-    "cancel",
-    "requeue",
-    "delete",
-    "state",
-    "update",
-    "stats",
-}
+NAME = re.compile(r"^_?[a-z]+(?:_[a-z0-9]+)+$")
 
 
 def _statements(path: Path) -> dict[str, str]:
@@ -60,20 +43,34 @@ def test_file_parses_into_named_statements(path: Path) -> None:
         assert text.count(f"-- name: {name}\n") == 1
 
 
+def _tables() -> set[str]:
+    text = "\n".join(p.read_text("utf-8") for p in MIGRATIONS.glob("*.sql"))
+    return set(re.findall(r"create table (?:if not exists )?(\w+)", text, re.IGNORECASE))
+
+
 @pytest.mark.parametrize("path", SQL_FILES, ids=lambda p: p.name)
 def test_statement_names_are_table_verb_qualifier(path: Path) -> None:
+    tables = _tables()
+    assert {"job", "queue"} <= tables
+    table_words = {word for table in tables for word in table.split("_")}
     for name in _statements(path):
+        # A leading "_" marks a fragment that other statements include; same naming.
         assert NAME.match(name), f"{name} is not lowercase table_verb_qualifier"
-        table, verb, *_ = name.split("_")
-        assert table == path.stem, f"{name} lives in {path.name} but names table {table!r}"
-        assert verb in VERBS, f"{name}: unknown verb {verb!r}"
+        bare = name.lstrip("_")
+        if path.stem in tables:
+            # A file named after a table holds that table's statements only.
+            assert bare.startswith(f"{path.stem}_"), f"{name} in {path.name}: wrong table"
+        else:
+            # A concern's file: each statement names the table (or its subject) first.
+            assert bare.split("_")[0] in table_words, f"{name}: first word is no table"
 
 
 @pytest.mark.parametrize("path", SQL_FILES, ids=lambda p: p.name)
-def test_only_the_schema_is_substituted(path: Path) -> None:
+def test_only_the_schema_and_fragments_are_substituted(path: Path) -> None:
+    fragments = {n for p in SQL_FILES for n in _statements(p) if n.startswith("_")}
     for name, body in _statements(path).items():
         fields = {f for _, f, _, _ in string.Formatter().parse(body) if f is not None}
-        assert fields <= {"schema"}, f"{name} formats {fields - {'schema'}}"
+        assert fields <= {"schema"} | fragments, f"{name} formats {fields - {'schema'}}"
         # Parameters are psycopg named placeholders, never positional or %-formatting.
         stripped = re.sub(r"%\(\w+\)s", "", body)
         assert "%" not in stripped, f"{name} has a stray % placeholder"
@@ -94,7 +91,8 @@ def test_parse_rejects_duplicate_names() -> None:
 
 def test_schema_is_quoted_as_an_identifier() -> None:
     rendered = Statements("some_schema")
-    assert set(rendered.names()) == {n for p in SQL_FILES for n in _statements(p)}
+    public = {n for p in SQL_FILES for n in _statements(p) if not n.startswith("_")}
+    assert public <= set(rendered.names())
     body = rendered["job_get"].decode()
     assert '"some_schema".job' in body
     assert "{schema}" not in body
