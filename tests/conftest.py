@@ -7,9 +7,10 @@ tests are isolated and can run in parallel (pytest-xdist).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -51,3 +52,22 @@ async def client(database_url: str, schema: str) -> AsyncIterator[QueueClient]:
     """An open QueueClient on the test's schema, with quick maintenance."""
     async with QueueClient(database_url, schema=schema, maintenance_interval=0.2) as c:
         yield c
+
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(predicate, within=10)``: poll a condition until it holds, or fail
+    the test after ``within`` seconds (tests wait on state, never on fixed sleeps)."""
+
+    async def wait(predicate: Callable[[], bool], within: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not predicate():
+            if loop.time() > deadline:
+                raise AssertionError(f"condition not reached within {within}s")
+            await asyncio.sleep(0.01)
+
+    return wait

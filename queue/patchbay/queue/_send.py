@@ -13,7 +13,14 @@ from ._ids import uuid7, uuid7_batch
 from ._payload import encode_payload
 from .clock import Clock
 from .errors import InvalidOption, QueueNotFound
-from .settings import SEND_OPTION_NAMES, SendOptions, integer, seconds, validate_queue_name
+from .settings import (
+    SEND_OPTION_NAMES,
+    SendOptions,
+    integer,
+    seconds,
+    validate_key,
+    validate_queue_name,
+)
 
 __all__ = ["JobSpec", "SendBuilder", "as_uuid", "check_inserted"]
 
@@ -140,9 +147,17 @@ class SendBuilder:
             "retry_delay_max_s": _opt_seconds(options, "retry_delay_max"),
             "expire_in_s": _opt_seconds(options, "expire_in", allow_zero=False),
             "dead_letter": None if dead_letter is None else validate_queue_name(dead_letter),
+            "group_key": _opt_key(options, "group"),
+            "fairness_key": _opt_key(options, "fairness_key"),
+            "rate_key": _opt_key(options, "rate_key"),
         }
 
 
 def _opt_seconds(options: SendOptions, name: str, *, allow_zero: bool = True) -> float | None:
     value: object = options.get(name)
     return None if value is None else seconds(name, value, allow_zero=allow_zero)
+
+
+def _opt_key(options: SendOptions, name: str) -> str | None:
+    value: object = options.get(name)
+    return None if value is None else validate_key(name, value)

@@ -1,6 +1,7 @@
 """Named SQL statements of the queue room, loaded once from ``sql/*.sql``.
 
-Each statement starts with a ``-- name: table_verb_qualifier`` line. The schema is the only
+Each statement starts with a ``-- name: table_verb_qualifier`` line; names starting with
+``_`` are fragments that statements include as ``{_name}``. The schema is the only
 identifier substituted, quoted by psycopg; the rendered statements are plain bytes, so
 psycopg can cache and prepare them.
 """
@@ -13,7 +14,7 @@ from importlib import resources
 
 from psycopg import sql
 
-_NAME_LINE = re.compile(r"^--\s*name:\s*([a-z0-9_]+)\s*$", re.MULTILINE)
+_NAME_LINE = re.compile(r"^--\s*name:\s*(_?[a-z0-9_]+)\s*$", re.MULTILINE)
 
 
 def parse_named_statements(text: str) -> dict[str, str]:
@@ -23,7 +24,9 @@ def parse_named_statements(text: str) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in statements:
             raise ValueError(f"duplicate SQL statement name {name!r}")
-        statements[name] = body.strip().rstrip(";").strip()
+        # Whole-line comments are dropped: psycopg would read a "%" in them as a placeholder.
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        statements[name] = "\n".join(lines).strip().rstrip(";").strip()
     return statements
 
 
@@ -46,9 +49,14 @@ class Statements:
     def __init__(self, schema: str, package: str = "patchbay.queue") -> None:
         self.schema = schema
         ident = sql.Identifier(schema)
+        raw = _raw_statements(package)
+        # Fragments (names starting with "_") are spliced into statements as {_name}.
+        fragments = {name: sql.SQL(body) for name, body in raw.items() if name.startswith("_")}
+        fragments = {n: f.format(schema=ident) for n, f in fragments.items()}  # type: ignore[misc]
         self._rendered: dict[str, bytes] = {
-            name: sql.SQL(body).format(schema=ident).as_bytes(None)
-            for name, body in _raw_statements(package).items()
+            name: sql.SQL(body).format(schema=ident, **fragments).as_bytes(None)
+            for name, body in raw.items()
+            if not name.startswith("_")
         }
 
     def __getitem__(self, name: str) -> bytes:

@@ -286,7 +286,10 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         client = self.client
-        statement = client.sql["job_fetch_available"]
+        fair = (await client.get_queue(self.queue)).settings.fair
+        statement = client.sql["job_fetch_fair" if fair else "job_fetch_available"]
+        # Fair fetch resumes the round-robin after the key the previous fetch ended on.
+        params: dict[str, Any] = {"queue": self.queue, "after": None}
         failures = 0
         while True:
             free = self.concurrency - len(self._running)
@@ -295,12 +298,12 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             want = min(free, self.batch_size)
+            params["limit"] = params["max_keys"] = want
+            params["now"] = client.clock.now()
             self._wake.clear()
             try:
                 async with client.pool.connection() as conn:
-                    cur = await conn.execute(
-                        statement, {"queue": self.queue, "limit": want, "now": client.clock.now()}
-                    )
+                    cur = await conn.execute(statement, params)
                     rows = await cur.fetchall()
                 failures = 0
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -313,6 +316,8 @@ class Worker:
                 await asyncio.sleep(delay)
                 continue
             self.fetches += 1
+            if fair:
+                params["after"] = rows[0][-1] if rows else None
             if rows:
                 self._start_jobs(rows)
                 if len(rows) == want:
@@ -327,7 +332,7 @@ class Worker:
         heartbeat = self._heartbeat
         running = self._running
         run = self._run
-        for job_id, data, attempt, priority, retry_limit, expire_in, created_at in rows:
+        for job_id, data, attempt, priority, retry_limit, expire_in, created_at, _ in rows:
             job = Job(
                 job_id,
                 queue,

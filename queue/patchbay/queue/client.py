@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -34,6 +34,7 @@ from .settings import (
     SendOptions,
     integer,
     seconds,
+    validate_key,
     validate_queue_name,
     validate_schema_name,
 )
@@ -166,7 +167,7 @@ class QueueClient:
                     f"dead-letter queue {wanted.dead_letter!r} does not exist; create it first"
                 ) from exc
         info = await self.get_queue(name)
-        if self._settings_of(info) != wanted:
+        if info.settings != wanted:
             raise QueueAlreadyExists(
                 f"queue {name!r} exists with other settings; use update_queue to change them"
             )
@@ -176,7 +177,7 @@ class QueueClient:
         """Change a queue's defaults; options not given keep their current value. Jobs
         already sent keep the policy they were sent with."""
         validate_queue_name(name)
-        current = self._settings_of(await self.get_queue(name))
+        current = (await self.get_queue(name)).settings
         merged = QueueSettings.build(
             **{**{f: getattr(current, f) for f in current.__slots__}, **settings}
         )
@@ -218,29 +219,73 @@ class QueueClient:
                 raise QueueNotFound(f"queue {name!r} does not exist")
 
     @staticmethod
-    def _queue_params(name: str, s: QueueSettings) -> dict[str, Any]:
-        return {
-            "name": name,
-            "retry_limit": s.retry_limit,
-            "retry_delay_s": s.retry_delay,
-            "retry_backoff": s.retry_backoff,
-            "retry_delay_max_s": s.retry_delay_max,
-            "expire_in_s": s.expire_in,
-            "retention_s": s.retention,
-            "dead_letter": s.dead_letter,
-        }
+    def _queue_params(name: str, settings: QueueSettings) -> dict[str, Any]:
+        return {"name": name, **settings.to_columns()}
 
-    @staticmethod
-    def _settings_of(info: QueueInfo) -> QueueSettings:
-        return QueueSettings(
-            retry_limit=info.retry_limit,
-            retry_delay=info.retry_delay,
-            retry_backoff=info.retry_backoff,
-            retry_delay_max=info.retry_delay_max,
-            expire_in=info.expire_in,
-            retention=info.retention,
-            dead_letter=info.dead_letter,
-        )
+    # -- limits and fairness --------------------------------------------------------------
+
+    async def set_group_limit(self, queue: str, group: str, max_active: int | None) -> None:
+        """Allow ``max_active`` jobs of ``group`` in ``queue`` to be active at once (None
+        reverts to the queue's ``group_limit``). Lowering it never cancels running jobs;
+        new ones wait until the group is under the limit."""
+        validate_queue_name(queue)
+        params: dict[str, Any] = {"queue": queue, "group_key": validate_key("group", group)}
+        async with self._pool.connection() as conn:
+            if max_active is None:
+                await conn.execute(self.sql["group_limit_delete"], params)
+            else:
+                params["max_active"] = integer("max_active", max_active, minimum=1, maximum=100_000)
+                await conn.execute(self.sql["group_limit_set"], params)
+
+    async def group_active(self, queue: str, group: str) -> int:
+        """How many jobs of ``group`` are active now."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self.sql["group_active_count"], {"queue": queue, "group_key": group}
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def set_fairness_weight(self, queue: str, fairness_key: str, weight: int | None) -> None:
+        """Give ``fairness_key`` ``weight`` turns per round in a fair queue (None: 1)."""
+        validate_queue_name(queue)
+        params: dict[str, Any] = {
+            "queue": queue,
+            "fairness_key": validate_key("fairness_key", fairness_key),
+        }
+        async with self._pool.connection() as conn:
+            if weight is None:
+                await conn.execute(self.sql["fairness_weight_delete"], params)
+            else:
+                params["weight"] = integer("weight", weight, minimum=1, maximum=1000)
+                await conn.execute(self.sql["fairness_weight_set"], params)
+
+    async def set_rate_limit(self, key: str, capacity: int, per: float | timedelta) -> None:
+        """Allow ``capacity`` starts of jobs with ``rate_key=key`` per ``per`` seconds,
+        shared by every worker (a token bucket refilling continuously; it starts full)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                self.sql["rate_limit_set"],
+                {
+                    "key": validate_key("rate_key", key),
+                    "capacity": integer("capacity", capacity, minimum=1),
+                    "interval_s": seconds("per", per, allow_zero=False),
+                    "now": self.clock.now(),
+                },
+            )
+
+    async def delete_rate_limit(self, key: str) -> bool:
+        """Remove a rate limit (its jobs become unlimited); returns whether it existed."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self.sql["rate_limit_delete"], {"key": key})
+            return await cur.fetchone() is not None
+
+    async def rate_limits(self) -> list[dict[str, Any]]:
+        """Every rate limit with its currently available tokens."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["rate_limit_list"], {"now": self.clock.now()})
+            return list(await cur.fetchall())
 
     # -- sending -------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .settings import QueueSettings
+
 __all__ = ["Job", "JobPage", "JobRecord", "JobState", "QueueInfo", "QueueStats"]
 
 
@@ -122,16 +124,10 @@ class JobPage:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
-    """A queue and its settings."""
+    """A queue and its settings; ``info.retry_limit`` etc. read ``info.settings``."""
 
     name: str
-    retry_limit: int
-    retry_delay: float
-    retry_backoff: bool
-    retry_delay_max: float | None
-    expire_in: float
-    retention: float
-    dead_letter: str | None
+    settings: QueueSettings
     created_at: datetime
     updated_at: datetime
 
@@ -140,16 +136,23 @@ class QueueInfo:
         """Build from a ``queue_get`` row."""
         return cls(
             name=row["name"],
-            retry_limit=row["retry_limit"],
-            retry_delay=row["retry_delay_s"],
-            retry_backoff=row["retry_backoff"],
-            retry_delay_max=row["retry_delay_max_s"],
-            expire_in=row["expire_in_s"],
-            retention=row["retention_s"],
-            dead_letter=row["dead_letter"],
+            settings=QueueSettings.from_columns(row),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
+
+    def __getattr__(self, name: str) -> Any:
+        # Convenience: the settings' fields read as the queue's own attributes.
+        return getattr(self.settings, name)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: name, times and every setting."""
+        return {
+            "name": self.name,
+            **{f: getattr(self.settings, f) for f in self.settings.__slots__},
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

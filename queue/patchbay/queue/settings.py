@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
@@ -47,6 +48,13 @@ def validate_schema_name(name: object) -> str:
     return name
 
 
+def validate_key(option: str, value: object) -> str:
+    """Validate a key (group, fairness or rate key): a string of 1-200 characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or "\x00" in value:
+        raise InvalidOption(f"{option} must be a string of 1-200 characters, got {value!r}")
+    return value
+
+
 def seconds(option: str, value: object, *, allow_zero: bool = True) -> float:
     """Validate a duration option and return it in seconds."""
     if isinstance(value, timedelta):
@@ -81,6 +89,14 @@ class QueueSettings:
       (default 900). Long handlers call ``job.heartbeat()`` to extend it.
     - ``retention``: seconds finished jobs are kept (default 14 days).
     - ``dead_letter``: queue that receives a copy of each job that failed for good.
+    - ``group_limit``: jobs of one ``group`` that may be active at once (default 1);
+      ``set_group_limit`` overrides it per group.
+    - ``fair``: serve each ``fairness_key`` in turn (weighted by ``set_fairness_weight``)
+      instead of strict dispatch order, so one key's backlog does not delay the others
+      (default false; costs a skip scan over the keys per fetch).
+
+    Each field is stored in the ``queue`` table column of the same name, durations with
+    an ``_s`` suffix (seconds); :meth:`to_columns` and :meth:`from_columns` map them.
     """
 
     retry_limit: int = 2
@@ -90,6 +106,8 @@ class QueueSettings:
     expire_in: float = 900.0
     retention: float = 14 * 24 * 3600.0
     dead_letter: str | None = None
+    group_limit: int = 1
+    fair: bool = False
 
     @classmethod
     def build(cls, **options: Any) -> QueueSettings:
@@ -101,9 +119,7 @@ class QueueSettings:
                 f"unknown queue option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         values = {**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **options}
-        backoff = values["retry_backoff"]
-        if not isinstance(backoff, bool):
-            raise InvalidOption(f"retry_backoff must be true or false, got {backoff!r}")
+        backoff = _boolean("retry_backoff", values["retry_backoff"])
         dead_letter = values["dead_letter"]
         if dead_letter is not None:
             validate_queue_name(dead_letter)
@@ -116,7 +132,33 @@ class QueueSettings:
             expire_in=seconds("expire_in", values["expire_in"], allow_zero=False),
             retention=seconds("retention", values["retention"]),
             dead_letter=dead_letter,
+            group_limit=integer("group_limit", values["group_limit"], minimum=1, maximum=100_000),
+            fair=_boolean("fair", values["fair"]),
         )
+
+    def to_columns(self) -> dict[str, Any]:
+        """The ``queue`` table's column values for these settings."""
+        return {_COLUMN.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> QueueSettings:
+        """Settings from a ``queue`` row (extra keys are ignored)."""
+        return cls(**{f.name: row[_COLUMN.get(f.name, f.name)] for f in fields(cls)})
+
+
+# Settings whose column name differs from the field name: durations are stored in seconds.
+_COLUMN = {
+    "retry_delay": "retry_delay_s",
+    "retry_delay_max": "retry_delay_max_s",
+    "expire_in": "expire_in_s",
+    "retention": "retention_s",
+}
+
+
+def _boolean(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOption(f"{option} must be true or false, got {value!r}")
+    return value
 
 
 class SendOptions(TypedDict, total=False):
@@ -127,6 +169,10 @@ class SendOptions(TypedDict, total=False):
     - ``start_after``: a delay in seconds / timedelta, or an aware datetime.
     - ``retry_limit``, ``retry_delay``, ``retry_backoff``, ``retry_delay_max``,
       ``expire_in``, ``dead_letter``: as in :class:`QueueSettings`.
+    - ``group``: a concurrency group (e.g. an integration id): at most the group's limit
+      of its jobs are active at once, across all workers.
+    - ``fairness_key``: e.g. a tenant id; a ``fair`` queue serves its keys round-robin.
+    - ``rate_key``: a rate limit (see ``set_rate_limit``) this job's start spends a token of.
     """
 
     id: Any
@@ -138,6 +184,9 @@ class SendOptions(TypedDict, total=False):
     retry_delay_max: float | int | timedelta
     expire_in: float | int | timedelta
     dead_letter: str
+    group: str
+    fairness_key: str
+    rate_key: str
 
 
 SEND_OPTION_NAMES = frozenset(SendOptions.__annotations__)

@@ -8,7 +8,8 @@ with q as (
 ins as (
     insert into {schema}.job
         (id, queue, priority, data, retry_limit, retry_delay_s, retry_backoff,
-         retry_delay_max_s, expire_in_s, dead_letter, start_after, created_at)
+         retry_delay_max_s, expire_in_s, dead_letter, start_after, created_at,
+         group_key, fairness_key, rate_key)
     select v.id, q.name, coalesce(v.priority, %(priority)s, 0), v.data::jsonb,
            coalesce(%(retry_limit)s, q.retry_limit),
            coalesce(%(retry_delay_s)s, q.retry_delay_s),
@@ -17,7 +18,12 @@ ins as (
            coalesce(%(expire_in_s)s, q.expire_in_s),
            coalesce(%(dead_letter)s, q.dead_letter),
            coalesce(v.start_after, coalesce(%(now)s, now()) + %(delay_s)s * interval '1 second'),
-           coalesce(%(now)s, now())
+           coalesce(%(now)s, now()),
+           %(group_key)s,
+           -- Every job of a fair queue has a key ('' when none is given): fair fetch only
+           -- sees jobs in job_fair_idx, which holds jobs with a key.
+           case when q.fair then coalesce(%(fairness_key)s, '') else %(fairness_key)s end,
+           %(rate_key)s
     from q
     cross join unnest(%(ids)s::uuid[], %(data)s::text[], %(priorities)s::int[],
                       %(start_afters)s::timestamptz[]) as v(id, data, priority, start_after)
@@ -33,26 +39,199 @@ select (select count(*) from q) as queue_found,
        (select count(*) from woke) as notified;
 
 -- name: job_fetch_available
--- Claims up to %(limit)s runnable jobs in dispatch order; SKIP LOCKED lets any number of
--- workers fetch at once without waiting on each other.
-with next as (
-    select id
-    from {schema}.job
-    where queue = %(queue)s
-      and state in ('queued', 'retrying')
-      and start_after <= coalesce(%(now)s, now())
-    order by priority desc, start_after, id
+-- Claims up to %(limit)s runnable jobs in dispatch order (priority, then start time).
+-- SKIP LOCKED lets any number of workers fetch at once without waiting on each other.
+-- Jobs whose group is full or whose rate limit is spent are passed over in the scan, so
+-- they neither block the jobs behind them nor take a worker slot. Group slots and rate
+-- tokens are claimed in this same statement: limits hold exactly across processes.
+with cand as (
+    select j.id, j.group_key, j.rate_key, j.priority, j.start_after
+    from {schema}.job j
+    where j.queue = %(queue)s
+      and j.state in ('queued', 'retrying')
+      and j.start_after <= coalesce(%(now)s, now())
+      and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
+      and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
+    order by j.priority desc, j.start_after, j.id
     limit %(limit)s
     for update skip locked
+),
+cursor_key as (select null::text as key),
+{_job_claim}
+
+-- name: _job_claim
+-- Fragment shared by the fetch statements (names starting with "_" are fragments): given
+-- the locked candidates `cand` and `cursor_key`, spend rate tokens, claim group slots and
+-- activate the chosen jobs.
+limited as (
+    select c.*,
+           row_number() over (partition by c.rate_key
+                              order by c.priority desc, c.start_after, c.id) as rate_rank
+    from cand c
+    where c.rate_key is not null
+),
+bucket as (
+    -- Buckets another fetcher holds are skipped: their jobs wait for the next fetch.
+    select r.key,
+           least(r.capacity::double precision,
+                 r.tokens + greatest(0, extract(epoch from coalesce(%(now)s, now()) - r.updated_at))
+                            * r.capacity / r.interval_s) as available
+    from {schema}.rate_limit r
+    where r.key in (select distinct rate_key from limited)
+    for update skip locked
+),
+eligible as (
+    select c.id, c.group_key, c.rate_key, c.priority, c.start_after
+    from cand c
+    where c.rate_key is null
+       or not exists (select 1 from {schema}.rate_limit r where r.key = c.rate_key)
+    union all
+    select l.id, l.group_key, l.rate_key, l.priority, l.start_after
+    from limited l
+    join bucket b on b.key = l.rate_key
+    where l.rate_rank <= floor(b.available)
+),
+grouped as (
+    select e.id, e.group_key,
+           row_number() over (partition by e.group_key
+                              order by e.priority desc, e.start_after, e.id) as group_rank
+    from eligible e
+    where e.group_key is not null
+),
+free_slot as (
+    select g.group_key, s.slot,
+           row_number() over (partition by g.group_key order by s.slot) as slot_rank
+    from (select distinct group_key from grouped) g
+    cross join lateral generate_series(
+        0, {schema}.job_group_limit_of(%(queue)s, g.group_key) - 1) as s(slot)
+    where not exists (
+        select 1 from {schema}.job_group_slot t
+        where t.queue = %(queue)s and t.group_key = g.group_key and t.slot = s.slot)
+),
+claimed as (
+    insert into {schema}.job_group_slot (queue, group_key, slot, job_id, claimed_at)
+    select %(queue)s, g.group_key, f.slot, g.id, coalesce(%(now)s, now())
+    from grouped g
+    join free_slot f on f.group_key = g.group_key and f.slot_rank = g.group_rank
+    order by g.group_key, f.slot
+    on conflict do nothing
+    returning job_id
+),
+chosen as (
+    select e.id, e.rate_key from eligible e where e.group_key is null
+    union all
+    select e.id, e.rate_key from eligible e join claimed c on c.job_id = e.id
+),
+spent as (
+    update {schema}.rate_limit r
+    set tokens = b.available - n.taken,
+        updated_at = coalesce(%(now)s, now())
+    from bucket b
+    join (select rate_key, count(*) as taken from chosen
+          where rate_key is not null group by rate_key) n on n.rate_key = b.key
+    where r.key = b.key
+    returning r.key
 )
 update {schema}.job j
 set state = 'active',
     attempt = j.attempt + 1,
     started_at = coalesce(%(now)s, now()),
     lease_expires_at = coalesce(%(now)s, now()) + j.expire_in_s * interval '1 second'
-from next
-where j.id = next.id
-returning j.id, j.data, j.attempt, j.priority, j.retry_limit, j.expire_in_s, j.created_at;
+from chosen
+where j.id = chosen.id
+returning j.id, j.data, j.attempt, j.priority, j.retry_limit, j.expire_in_s, j.created_at,
+          (select key from cursor_key) as cursor_key
+
+-- name: job_fetch_fair
+-- Fair dispatch: walks the fairness keys that have backlog with a skip scan (one index
+-- probe per key, whatever the backlog's size), starting after the key the previous fetch
+-- of this worker ended on and wrapping around, at most %(max_keys)s keys. Each key offers
+-- its first jobs in dispatch order, as many as its share of %(limit)s times its weight;
+-- turns interleave keys round-robin. Group and rate limits apply as in
+-- job_fetch_available. Every row carries the key to start after next time.
+with recursive keys_after (fairness_key, pos) as (
+    (select j.fairness_key, 1
+     from {schema}.job j
+     where j.queue = %(queue)s and j.state in ('queued', 'retrying')
+       and j.fairness_key is not null
+       and (%(after)s::text is null or j.fairness_key > %(after)s::text)
+     order by j.fairness_key
+     limit 1)
+    union all
+    select (select j.fairness_key
+            from {schema}.job j
+            where j.queue = %(queue)s and j.state in ('queued', 'retrying')
+              and j.fairness_key > k.fairness_key
+            order by j.fairness_key
+            limit 1),
+           k.pos + 1
+    from keys_after k
+    where k.fairness_key is not null and k.pos < %(max_keys)s
+),
+keys_wrap (fairness_key, pos) as (
+    (select j.fairness_key, 1
+     from {schema}.job j
+     where %(after)s::text is not null
+       and j.queue = %(queue)s and j.state in ('queued', 'retrying')
+       and j.fairness_key is not null and j.fairness_key <= %(after)s::text
+     order by j.fairness_key
+     limit 1)
+    union all
+    select (select j.fairness_key
+            from {schema}.job j
+            where j.queue = %(queue)s and j.state in ('queued', 'retrying')
+              and j.fairness_key > k.fairness_key and j.fairness_key <= %(after)s::text
+            order by j.fairness_key
+            limit 1),
+           k.pos + 1
+    from keys_wrap k
+    where k.fairness_key is not null and k.pos < %(max_keys)s
+),
+turn_keys as (
+    select fairness_key, pos,
+           coalesce((select w.weight from {schema}.fairness_weight w
+                     where w.queue = %(queue)s and w.fairness_key = u.fairness_key), 1) as weight
+    from (select fairness_key, pos from keys_after where fairness_key is not null
+          union all
+          select fairness_key, %(max_keys)s + pos from keys_wrap
+          where fairness_key is not null) u
+    order by pos
+    limit %(max_keys)s
+),
+share as (
+    select greatest(1, ceil(%(limit)s::numeric / greatest(count(*), 1)))::int as per_key
+    from turn_keys
+),
+offered as (
+    select k.pos, k.weight, c.*
+    from turn_keys k
+    cross join share
+    cross join lateral (
+        select j.id, j.group_key, j.rate_key, j.priority, j.start_after, j.fairness_key
+        from {schema}.job j
+        where j.queue = %(queue)s
+          and j.fairness_key = k.fairness_key
+          and j.state in ('queued', 'retrying')
+          and j.start_after <= coalesce(%(now)s, now())
+          and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
+          and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
+        order by j.priority desc, j.start_after, j.id
+        limit share.per_key * k.weight
+        for update skip locked
+    ) c
+),
+cand as (
+    select o.id, o.group_key, o.rate_key, o.priority, o.start_after
+    from (select o.*,
+                 (row_number() over (partition by o.fairness_key
+                                     order by o.priority desc, o.start_after, o.id) - 1)
+                 / o.weight as turn
+          from offered o) o
+    order by o.turn, o.pos
+    limit %(limit)s
+),
+cursor_key as (select fairness_key as key from turn_keys order by pos desc limit 1),
+{_job_claim}
 
 -- name: job_complete_many
 -- Fenced by attempt: a worker that lost its lease cannot overwrite a newer attempt.

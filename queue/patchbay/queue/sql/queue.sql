@@ -1,14 +1,21 @@
 -- name: queue_insert
 insert into {schema}.queue
     (name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
-     retention_s, dead_letter)
+     retention_s, dead_letter, group_limit, fair)
 values
     (%(name)s, %(retry_limit)s, %(retry_delay_s)s, %(retry_backoff)s, %(retry_delay_max_s)s,
-     %(expire_in_s)s, %(retention_s)s, %(dead_letter)s)
+     %(expire_in_s)s, %(retention_s)s, %(dead_letter)s, %(group_limit)s, %(fair)s)
 on conflict (name) do nothing
 returning name;
 
 -- name: queue_update
+-- A queue turned fair gives its waiting jobs the empty fairness key, so fair fetch sees them.
+with keyed as (
+    update {schema}.job
+    set fairness_key = ''
+    where %(fair)s and queue = %(name)s and fairness_key is null
+      and state in ('queued', 'retrying')
+)
 update {schema}.queue
 set retry_limit = %(retry_limit)s,
     retry_delay_s = %(retry_delay_s)s,
@@ -17,19 +24,19 @@ set retry_limit = %(retry_limit)s,
     expire_in_s = %(expire_in_s)s,
     retention_s = %(retention_s)s,
     dead_letter = %(dead_letter)s,
+    group_limit = %(group_limit)s,
+    fair = %(fair)s,
     updated_at = now()
 where name = %(name)s
 returning name;
 
 -- name: queue_get
-select name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
-       retention_s, dead_letter, created_at, updated_at
+select *
 from {schema}.queue
 where name = %(name)s;
 
 -- name: queue_list
-select name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
-       retention_s, dead_letter, created_at, updated_at
+select *
 from {schema}.queue
 order by name;
 
