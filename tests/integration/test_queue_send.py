@@ -48,8 +48,8 @@ def count_jobs(database_url: str, schema: str, queue: str | None = None) -> int:
     return int(row[0])
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(predicate: Any, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met before the deadline")
@@ -137,7 +137,7 @@ async def test_start_after_datetime_and_timedelta(frozen: QueueClient) -> None:
     assert (await frozen.get_job(a)).start_after == at
     assert (await frozen.get_job(b)).start_after == T0 + timedelta(minutes=2)
     with pytest.raises(InvalidOption, match="timezone-aware"):
-        await frozen.send("q", 3, start_after=datetime(2032, 1, 1))  # noqa: DTZ001
+        await frozen.send("q", 3, start_after=datetime(2032, 1, 1))
 
 
 async def test_send_many_items_with_their_own_start_after(frozen: QueueClient) -> None:
@@ -210,9 +210,7 @@ async def test_conn_transaction_block_rollback(client: QueueClient, database_url
         await client.get_job(job_id)
 
 
-def test_sync_client_sends_and_honours_caller_transactions(
-    database_url: str, schema: str
-) -> None:
+def test_sync_client_sends_and_honours_caller_transactions(database_url: str, schema: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(
             sql.SQL("insert into {}.queue (name) values ('q')").format(sql.Identifier(schema))
