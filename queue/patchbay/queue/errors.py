@@ -10,10 +10,12 @@ whole room at once::
     │   ├── InvalidName          a queue name that is not allowed
     │   ├── InvalidOption        an unknown option, or a value out of range
     │   ├── InvalidPayload       data that is not JSON, or not storable in Postgres
+    │   ├── InvalidSchedule      a cron expression or time zone that is not valid
     │   └── PayloadTooLarge      data over the client's ``max_payload_bytes``
     ├── QueueNotFound            the queue does not exist
     ├── QueueAlreadyExists       ``create_queue`` of an existing name, with other settings
     ├── JobNotFound              no job with that id
+    ├── ScheduleNotFound         no schedule with that name
     └── InvalidJobState          the job is not in a state that allows the operation
 """
 
@@ -26,12 +28,14 @@ __all__ = [
     "InvalidName",
     "InvalidOption",
     "InvalidPayload",
+    "InvalidSchedule",
     "JobNotFound",
     "MigrationError",
     "PayloadTooLarge",
     "QueueAlreadyExists",
     "QueueError",
     "QueueNotFound",
+    "ScheduleNotFound",
 ]
 
 
@@ -64,6 +68,11 @@ class InvalidPayload(InvalidInput):
     UTF-8)."""
 
 
+class InvalidSchedule(InvalidInput):
+    """A cron expression that is not five valid fields (or never fires), or a time zone
+    that is not an IANA name; the message says which."""
+
+
 class PayloadTooLarge(InvalidInput):
     """Job data is larger than the client's ``max_payload_bytes``. Store large blobs
     elsewhere and send a reference."""
@@ -79,6 +88,10 @@ class QueueAlreadyExists(QueueError):
 
 class JobNotFound(QueueError, LookupError):
     """No job has that id (it may have been deleted by retention)."""
+
+
+class ScheduleNotFound(QueueError, LookupError):
+    """No schedule has that name; ``list_schedules`` shows the ones that exist."""
 
 
 class InvalidJobState(QueueError):
