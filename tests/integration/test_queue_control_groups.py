@@ -146,3 +146,46 @@ async def test_bad_control_input_is_rejected(client: QueueClient, eventually: Ev
     with pytest.raises(InvalidOption):
         await client.create_queue("q2", group_limit=0)
     assert (await client.stats("q"))[0].queued == 0
+
+
+async def test_explain_says_why_a_job_is_not_running(database_url: str, schema: str) -> None:
+    clock = FrozenClock()
+    async with QueueClient(database_url, schema=schema, clock=clock) as client:
+        await client.create_queue("w", group_limit=1)
+        await client.set_rate_limit("prov", 1, 60)
+        later = await client.send("w", {}, start_after=30)
+        why = await client.explain(later)
+        assert why.codes == ["start_time"] and not why.runnable
+        assert "in 30.0s" in why.reasons[0]
+
+        first = await client.send("w", {}, group="g1")
+        second = await client.send("w", {}, group="g1")
+        async with client.pool.connection() as conn:
+            await conn.execute(
+                client.sql["job_fetch_available"],
+                {"queue": "w", "limit": 10, "now": clock.now(), "after": None, "max_keys": 10},
+            )
+        assert (await client.explain(first)).codes == ["not_waiting"]
+        held = await client.explain(second)
+        assert held.codes == ["group_limit"]
+        assert "1 of 1 jobs active" in held.reasons[0]
+
+        a = await client.send("w", {}, rate_key="prov")
+        b = await client.send("w", {}, rate_key="prov")
+        async with client.pool.connection() as conn:
+            await conn.execute(
+                client.sql["job_fetch_available"],
+                {"queue": "w", "limit": 10, "now": clock.now(), "after": None, "max_keys": 10},
+            )
+        assert (await client.explain(a)).state == "active"
+        limited = await client.explain(b)
+        assert limited.codes == ["rate_limit"]
+        assert "next start allowed" in limited.reasons[0]
+
+        free1 = await client.send("w", {"n": 1})
+        free2 = await client.send("w", {"n": 2})
+        assert (await client.explain(free1)).reasons == [
+            "runnable now: the next free worker of its queue takes it"
+        ]
+        behind = await client.explain(free2)
+        assert behind.runnable and behind.codes == ["waiting_for_worker"]

@@ -21,6 +21,7 @@ EXPECTED_QUEUE_API = [
     "InvalidOption",
     "InvalidPayload",
     "Job",
+    "JobDiagnosis",
     "JobNotFound",
     "JobPage",
     "JobRecord",

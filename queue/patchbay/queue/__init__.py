@@ -9,6 +9,7 @@ async with QueueClient(url) as client:
 from ._worker import Handler, Worker
 from .client import JobSpec, QueueClient
 from .clock import Clock, FrozenClock, SystemClock
+from .diagnosis import JobDiagnosis
 from .errors import (
     DatabaseUnavailable,
     InvalidInput,
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidOption",
     "InvalidPayload",
     "Job",
+    "JobDiagnosis",
     "JobNotFound",
     "JobPage",
     "JobRecord",

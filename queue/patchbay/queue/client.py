@@ -20,6 +20,7 @@ from ._send import JobSpec, SendBuilder, as_uuid, check_inserted
 from ._sql import Statements
 from ._worker import Handler, Worker
 from .clock import Clock, SystemClock
+from .diagnosis import JobDiagnosis, diagnose
 from .errors import (
     DatabaseUnavailable,
     InvalidJobState,
@@ -434,6 +435,18 @@ class QueueClient:
         if row is None:
             raise JobNotFound(f"job {jid} not found")
         raise InvalidJobState(f"cannot {verb} job {jid}: it is {row[0]}")
+
+    async def explain(self, job_id: uuid.UUID | str) -> JobDiagnosis:
+        """Why a job is not running (start time, group limit, rate limit, fairness turn,
+        or simply jobs ahead of it); raises JobNotFound."""
+        jid = as_uuid(job_id)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["job_explain"], {"id": jid, "now": self.clock.now()})
+            row = await cur.fetchone()
+        if row is None:
+            raise JobNotFound(f"job {jid} not found")
+        return diagnose(row)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
         """Counts by state per queue (one queue, or all)."""

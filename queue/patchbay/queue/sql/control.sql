@@ -38,3 +38,46 @@ select key, capacity, interval_s,
                       * capacity / interval_s) as available
 from {schema}.rate_limit
 order by key;
+
+-- name: job_explain
+-- The facts that say why a job is not running: its state and start time, its group's
+-- load, its rate limit's tokens, and how many runnable jobs are ahead of it (jobs held by
+-- their own group or rate limit do not count: they do not block it).
+select j.id, j.queue, j.state::text as state, j.start_after,
+       coalesce(%(now)s, now()) as now,
+       j.group_key,
+       case when j.group_key is not null then
+           (select count(*) from {schema}.job_group_slot s
+            where s.queue = j.queue and s.group_key = j.group_key) end as group_active,
+       case when j.group_key is not null then
+           {schema}.job_group_limit_of(j.queue, j.group_key) end as group_limit,
+       j.rate_key,
+       r.capacity as rate_capacity,
+       r.interval_s as rate_interval_s,
+       case when r.key is not null then
+           least(r.capacity::double precision,
+                 r.tokens + greatest(0, extract(epoch from coalesce(%(now)s, now())
+                                                - r.updated_at))
+                            * r.capacity / r.interval_s) end as rate_available,
+       q.fair,
+       j.fairness_key,
+       (select count(*) from {schema}.job a
+        where a.queue = j.queue and a.state in ('queued', 'retrying')
+          and a.start_after <= coalesce(%(now)s, now())
+          and (a.priority, j.start_after, j.id) > (j.priority, a.start_after, a.id)
+          and (a.group_key is null or {schema}.job_group_has_room(a.queue, a.group_key))
+          and (a.rate_key is null or {schema}.rate_limit_has_tokens(a.rate_key, %(now)s))
+       ) as ahead,
+       case when q.fair then
+           (select count(*) from {schema}.job a
+            where a.queue = j.queue and a.state in ('queued', 'retrying')
+              and a.fairness_key = j.fairness_key
+              and a.start_after <= coalesce(%(now)s, now())
+              and (a.priority, j.start_after, j.id) > (j.priority, a.start_after, a.id)
+              and (a.group_key is null or {schema}.job_group_has_room(a.queue, a.group_key))
+              and (a.rate_key is null or {schema}.rate_limit_has_tokens(a.rate_key, %(now)s)))
+       end as ahead_in_key
+from {schema}.job j
+left join {schema}.queue q on q.name = j.queue
+left join {schema}.rate_limit r on r.key = j.rate_key
+where j.id = %(id)s;

@@ -82,9 +82,10 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     async def body(client: QueueClient) -> int:
         job = await client.get_job(args.job_id)
+        why = await client.explain(job.id)
         doc = job.to_json()
         if args.json:
-            print_json(doc)
+            print_json({**doc, "why_not_running": why.to_json()})
             return 0
         for key, value in doc.items():
             if key == "error" and value:
@@ -93,6 +94,8 @@ def _show(args: argparse.Namespace) -> int:
                     print(value["traceback"].rstrip())
             else:
                 print(f"{key:>17}: {value}")
+        if why.codes and why.codes != ["not_waiting"]:
+            print(f"{'why not running':>17}: " + "; ".join(why.reasons))
         return 0
 
     return _with_client(args, body)
