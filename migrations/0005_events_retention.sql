@@ -36,8 +36,8 @@ create table job_event (
     data       jsonb
 );
 
--- One job's history, in the order it happened.
-create index job_event_job_idx on job_event (job_id, id);
+-- One job's history (read, and deleted with the job).
+create index job_event_job_idx on job_event (job_id);
 
 -- A queue's events by time (queue_events, with or without `since`).
 create index job_event_queue_idx on job_event (queue, at, id);
