@@ -246,12 +246,13 @@ returning j.id;
 
 -- name: job_fail_many
 -- A failed attempt is retried after its backoff while attempts remain; the last one moves
--- the job to failed and copies it to its dead-letter queue, in the same statement.
+-- the job to failed and copies it to its dead-letter queue, in the same statement. Every
+-- failed attempt is appended to job_event (the _job_dead_letter fragment).
 with t as (
     select * from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[])
         as t(id, attempt, error)
 ),
-failed as (
+failures as (
     update {schema}.job j
     set state = case when j.attempt <= j.retry_limit then 'retrying'::{schema}.job_state
                      else 'failed'::{schema}.job_state end,
@@ -266,29 +267,20 @@ failed as (
         lease_expires_at = null
     from t
     where j.id = t.id and j.attempt = t.attempt and j.state = 'active'
-    returning j.id, j.queue, j.state, j.data, j.priority, j.dead_letter, j.start_after
+    returning j.id, j.queue, j.state, 'active'::{schema}.job_state as from_state,
+              j.state::text as kind, j.data, j.priority, j.dead_letter, j.start_after,
+              j.fairness_key, j.error, j.attempt
 ),
 woke as (
     select pg_notify(%(channel)s, f.queue)
-    from failed f
+    from failures f
     where f.state = 'retrying' and f.start_after <= coalesce(%(now)s, now())
     group by f.queue
 ),
-dead as (
-    insert into {schema}.job
-        (id, queue, priority, data, retry_limit, retry_delay_s, retry_backoff,
-         retry_delay_max_s, expire_in_s, dead_letter, start_after, created_at)
-    select gen_random_uuid(), q.name, f.priority, f.data, q.retry_limit, q.retry_delay_s,
-           q.retry_backoff, q.retry_delay_max_s, q.expire_in_s, q.dead_letter,
-           coalesce(%(now)s, now()), coalesce(%(now)s, now())
-    from failed f
-    join {schema}.queue q on q.name = f.dead_letter
-    where f.state = 'failed'
-    returning id
-)
+{_job_dead_letter}
 select f.id, f.state::text as state, (select count(*) from dead) as dead_lettered,
-       (select count(*) from woke) as notified
-from failed f;
+       (select count(*) from woke) + (select count(*) from dead_woke) as notified
+from failures f;
 
 -- name: job_release_many
 -- Graceful shutdown: interrupted jobs go back to the queue without spending an attempt.
@@ -318,7 +310,8 @@ limit %(limit)s;
 -- name: job_get
 select id, queue, state::text as state, priority, data, output, error, attempt, retry_limit,
        retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s, dead_letter,
-       start_after, lease_expires_at, created_at, started_at, finished_at
+       start_after, lease_expires_at, created_at, started_at, finished_at,
+       progress, origin_queue, origin_id
 from {schema}.job
 where id = %(id)s;
 
@@ -326,7 +319,8 @@ where id = %(id)s;
 -- Keyset paging, newest first: pass the last row's (created_at, id) to get the next page.
 select id, queue, state::text as state, priority, data, output, error, attempt, retry_limit,
        retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s, dead_letter,
-       start_after, lease_expires_at, created_at, started_at, finished_at
+       start_after, lease_expires_at, created_at, started_at, finished_at,
+       progress, origin_queue, origin_id
 from {schema}.job
 where (%(queue)s::text is null or queue = %(queue)s::text)
   and (%(state)s::text is null or state = %(state)s::text::{schema}.job_state)
@@ -336,15 +330,41 @@ order by created_at desc, id desc
 limit %(limit)s;
 
 -- name: job_cancel
-update {schema}.job
-set state = 'cancelled', finished_at = coalesce(%(now)s, now()), lease_expires_at = null
-where id = %(id)s and state in ('queued', 'retrying', 'active')
-returning id;
+-- Appends a 'cancelled' event when the queue records events.
+with prev as (
+    select j.id, j.state
+    from {schema}.job j
+    where j.id = %(id)s and j.state in ('queued', 'retrying', 'active')
+    for update
+),
+upd as (
+    update {schema}.job j
+    set state = 'cancelled', finished_at = coalesce(%(now)s, now()), lease_expires_at = null
+    from prev
+    where j.id = prev.id
+    returning j.id, j.queue, j.attempt, prev.state as from_state
+),
+logged as (
+    insert into {schema}.job_event (job_id, queue, at, kind, from_state, to_state, attempt)
+    select u.id, u.queue, coalesce(%(now)s, now()), 'cancelled', u.from_state, 'cancelled',
+           u.attempt
+    from upd u
+    join {schema}.queue q on q.name = u.queue
+    where q.events
+)
+select id from upd;
 
 -- name: job_requeue
 -- resume (cancelled) and retry (failed): run again now with a fresh retry budget. The
--- attempt counter never goes down, so attempt fencing stays sound.
-with upd as (
+-- attempt counter never goes down, so attempt fencing stays sound. Appends a 'requeued'
+-- event when the queue records events.
+with prev as (
+    select j.id, j.state
+    from {schema}.job j
+    where j.id = %(id)s and j.state::text = any(%(from_states)s::text[])
+    for update
+),
+upd as (
     update {schema}.job j
     set state = 'queued',
         retry_limit = j.attempt + coalesce(
@@ -352,14 +372,26 @@ with upd as (
         start_after = coalesce(%(now)s, now()),
         finished_at = null,
         lease_expires_at = null
-    where j.id = %(id)s and j.state::text = any(%(from_states)s::text[])
-    returning j.id, j.queue
+    from prev
+    where j.id = prev.id
+    returning j.id, j.queue, j.attempt, prev.state as from_state
 ),
-woke as (select pg_notify(%(channel)s, upd.queue) from upd)
+woke as (select pg_notify(%(channel)s, upd.queue) from upd),
+logged as (
+    insert into {schema}.job_event (job_id, queue, at, kind, from_state, to_state, attempt)
+    select u.id, u.queue, coalesce(%(now)s, now()), 'requeued', u.from_state, 'queued',
+           u.attempt
+    from upd u
+    join {schema}.queue q on q.name = u.queue
+    where q.events
+)
 select upd.id, (select count(*) from woke) as notified from upd;
 
 -- name: job_delete
-delete from {schema}.job where id = %(id)s returning id;
+-- The job's events go with it.
+with gone as (delete from {schema}.job where id = %(id)s returning id),
+events_gone as (delete from {schema}.job_event e using gone where e.job_id = gone.id)
+select id from gone;
 
 -- name: job_state_of
 select state::text as state from {schema}.job where id = %(id)s;

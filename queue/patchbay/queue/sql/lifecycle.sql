@@ -72,7 +72,7 @@ failures as (
                                             - greatest(j.created_at, j.start_after)))::text
                 || 's to start, longer than its queue''s max_queued_age of '
                 || trim_scale(d.max_queued_age_s::numeric)::text
-                || 's; it expired without running',
+                || 's, so it expired without running',
             'traceback', ''),
         finished_at = coalesce(%(now)s, now()),
         lease_expires_at = null
