@@ -327,7 +327,7 @@ class Vault:
                 {"tenant": tenant, "master_key_id": wrapped.key_id, "wrapped_key": wrapped.blob},
             )
             if await cur.fetchone() is not None:
-                log.info("created the data key of tenant %s", tenant)
+                log.debug("created the data key of tenant %s", tenant)
                 return AESGCM(raw)
             # Another transaction created it meanwhile: use theirs (read again).
         raise SecretsError(f"could not create or read the data key of tenant {tenant!r}")
@@ -575,7 +575,7 @@ class Vault:
         for slot in [s for s in self._data_keys if s[0] == tenant]:
             del self._data_keys[slot]
         if keys_gone:
-            log.warning("shredded tenant %s: %d secret(s) made unrecoverable", tenant, secrets)
+            log.info("shredded tenant %s: %d secret(s) made unrecoverable", tenant, secrets)
         return ShredReport(tenant, int(keys_gone), int(secrets or 0), int(versions or 0))
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import jobs, migrate, queues, run
+from . import jobs, migrate, queues, run, secrets
 
 __all__ = ["register_all"]
 
-GROUPS = (migrate, queues, jobs, run)
+GROUPS = (migrate, queues, jobs, run, secrets)
 
 
 def register_all(sub: argparse._SubParsersAction[Any]) -> None:
