@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -30,6 +31,7 @@ from .errors import (
     QueueNotFound,
 )
 from .models import JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .schedules import ScheduleInfo, Schedules
 from .settings import (
     QueueSettings,
     SendOptions,
@@ -502,3 +504,40 @@ class QueueClient:
         """Retry (or fail) active jobs whose lease ran out; returns how many. Maintenance
         calls this; it is public for tests and operators."""
         return await self._maintenance.expire_leases(limit=limit)
+
+    # -- cron schedules (see patchbay.queue.schedules) -----------------------------------
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        """The cron schedules service of this client's schema."""
+        return Schedules(self)
+
+    async def schedule(
+        self,
+        name: str,
+        cron: str,
+        queue: str,
+        data: Any = None,
+        *,
+        tz: str = "UTC",
+        catch_up: bool = False,
+        **options: Unpack[SendOptions],
+    ) -> ScheduleInfo:
+        """Create or update a cron schedule; see :meth:`Schedules.schedule`."""
+        return await self.schedules.schedule(
+            name, cron, queue, data, tz=tz, catch_up=catch_up, **options
+        )
+
+    async def unschedule(self, name: str) -> None:
+        """Delete a cron schedule; raises ScheduleNotFound."""
+        await self.schedules.unschedule(name)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """All cron schedules, by name."""
+        return await self.schedules.list()
+
+    async def preview_schedule(
+        self, name: str | None = None, n: int = 10, *, cron: str | None = None, tz: str = "UTC"
+    ) -> list[datetime]:
+        """The next ``n`` fire times of the schedule ``name``, or of ``cron`` in ``tz``."""
+        return await self.schedules.preview(name, n, cron=cron, tz=tz)
