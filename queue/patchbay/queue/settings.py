@@ -94,6 +94,12 @@ class QueueSettings:
     - ``fair``: serve each ``fairness_key`` in turn (weighted by ``set_fairness_weight``)
       instead of strict dispatch order, so one key's backlog does not delay the others
       (default false; costs a skip scan over the keys per fetch).
+    - ``max_queued_age``: seconds a job may wait to start once runnable (since it was sent,
+      or since its start time or retry fell due); longer, maintenance fails it with a
+      ``MaxQueuedAgeExceeded`` error and dead-letters it (default none: jobs wait forever).
+    - ``events``: record every state change of the queue's jobs in the job-events log
+      (default false; failures are always recorded). Costs one extra statement per send,
+      fetch and completion batch while on; clients notice a change within seconds.
 
     Each field is stored in the ``queue`` table column of the same name, durations with
     an ``_s`` suffix (seconds); :meth:`to_columns` and :meth:`from_columns` map them.
@@ -108,6 +114,8 @@ class QueueSettings:
     dead_letter: str | None = None
     group_limit: int = 1
     fair: bool = False
+    max_queued_age: float | None = None
+    events: bool = False
 
     @classmethod
     def build(cls, **options: Any) -> QueueSettings:
@@ -134,6 +142,10 @@ class QueueSettings:
             dead_letter=dead_letter,
             group_limit=integer("group_limit", values["group_limit"], minimum=1, maximum=100_000),
             fair=_boolean("fair", values["fair"]),
+            max_queued_age=None
+            if values["max_queued_age"] is None
+            else seconds("max_queued_age", values["max_queued_age"], allow_zero=False),
+            events=_boolean("events", values["events"]),
         )
 
     def to_columns(self) -> dict[str, Any]:
@@ -152,6 +164,7 @@ _COLUMN = {
     "retry_delay_max": "retry_delay_max_s",
     "expire_in": "expire_in_s",
     "retention": "retention_s",
+    "max_queued_age": "max_queued_age_s",
 }
 
 

@@ -1,10 +1,11 @@
 -- name: queue_insert
 insert into {schema}.queue
     (name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
-     retention_s, dead_letter, group_limit, fair)
+     retention_s, dead_letter, group_limit, fair, max_queued_age_s, events)
 values
     (%(name)s, %(retry_limit)s, %(retry_delay_s)s, %(retry_backoff)s, %(retry_delay_max_s)s,
-     %(expire_in_s)s, %(retention_s)s, %(dead_letter)s, %(group_limit)s, %(fair)s)
+     %(expire_in_s)s, %(retention_s)s, %(dead_letter)s, %(group_limit)s, %(fair)s,
+     %(max_queued_age_s)s, %(events)s)
 on conflict (name) do nothing
 returning name;
 
@@ -26,6 +27,8 @@ set retry_limit = %(retry_limit)s,
     dead_letter = %(dead_letter)s,
     group_limit = %(group_limit)s,
     fair = %(fair)s,
+    max_queued_age_s = %(max_queued_age_s)s,
+    events = %(events)s,
     updated_at = now()
 where name = %(name)s
 returning name;
@@ -41,7 +44,9 @@ from {schema}.queue
 order by name;
 
 -- name: queue_delete
-with gone as (delete from {schema}.job where queue = %(name)s)
+-- The queue's jobs go with it, and their events.
+with gone as (delete from {schema}.job where queue = %(name)s returning id),
+events_gone as (delete from {schema}.job_event e using gone where e.job_id = gone.id)
 delete from {schema}.queue where name = %(name)s returning name;
 
 -- name: queue_stats
