@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import psycopg
+
 from patchbay.queue import QueueError
 
 from .commands import register_all
@@ -54,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.handler(args)
     except (QueueError, CommandError) as exc:
         print(f"patchbay: error: {exc}", file=sys.stderr)
+        return 1
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        reason = str(exc).splitlines()[0]
+        print(f"patchbay: error: {reason}; run `patchbay migrate` first", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        print(f"patchbay: error: database error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
