@@ -17,15 +17,18 @@ from .errors import (
     InvalidName,
     InvalidOption,
     InvalidPayload,
+    InvalidSchedule,
     JobNotFound,
     MigrationError,
     PayloadTooLarge,
     QueueAlreadyExists,
     QueueError,
     QueueNotFound,
+    ScheduleNotFound,
 )
 from .migrate import migrate, migrate_sync
 from .models import Job, JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .schedules import ScheduleFire, ScheduleInfo, Schedules, TickResult
 from .settings import QueueSettings, SendOptions
 from .sync import SyncQueueClient
 
@@ -39,6 +42,7 @@ __all__ = [
     "InvalidName",
     "InvalidOption",
     "InvalidPayload",
+    "InvalidSchedule",
     "Job",
     "JobDiagnosis",
     "JobNotFound",
@@ -55,9 +59,14 @@ __all__ = [
     "QueueNotFound",
     "QueueSettings",
     "QueueStats",
+    "ScheduleFire",
+    "ScheduleInfo",
+    "ScheduleNotFound",
+    "Schedules",
     "SendOptions",
     "SyncQueueClient",
     "SystemClock",
+    "TickResult",
     "Worker",
     "migrate",
     "migrate_sync",
