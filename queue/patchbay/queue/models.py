@@ -11,7 +11,16 @@ from typing import Any
 
 from .settings import QueueSettings
 
-__all__ = ["Job", "JobPage", "JobRecord", "JobState", "QueueInfo", "QueueStats"]
+__all__ = [
+    "Job",
+    "JobEvent",
+    "JobEventKind",
+    "JobPage",
+    "JobRecord",
+    "JobState",
+    "QueueInfo",
+    "QueueStats",
+]
 
 
 class JobState(enum.StrEnum):
@@ -31,7 +40,8 @@ class Job:
 
     ``attempt`` counts from 1. ``heartbeat()`` extends the lease by the job's ``expire_in``;
     a handler that runs longer than its lease without heartbeating is cancelled and the job
-    retried.
+    retried. ``progress(value)`` reports how far the handler got (see
+    :attr:`JobRecord.progress`).
     """
 
     id: uuid.UUID
@@ -43,10 +53,22 @@ class Job:
     expire_in: float
     created_at: datetime
     _heartbeat: Callable[[Job], Awaitable[bool]] = field(repr=False)
+    _progress: Callable[[Job, Any], Awaitable[None]] | None = field(default=None, repr=False)
 
     async def heartbeat(self) -> bool:
         """Extend this job's lease; returns False if the lease was already lost."""
         return await self._heartbeat(self)
+
+    async def progress(self, value: Any) -> None:
+        """Report progress: any JSON value (a fraction, a count, a dict), stored on the job
+        and shown by ``get_job`` and ``patchbay jobs show``.
+
+        Call it as often as you like: writes are throttled (at most about one per second
+        per job, the latest value wins and is written even if the handler returns first).
+        Raises InvalidPayload or PayloadTooLarge (over 64 KiB) for a value it cannot
+        store. Progress does not extend the lease; call :meth:`heartbeat` for that."""
+        if self._progress is not None:
+            await self._progress(self, value)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -77,6 +99,9 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: Any = None
+    origin_queue: str | None = None
+    origin_id: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
@@ -101,6 +126,9 @@ class JobRecord:
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            progress=row.get("progress"),
+            origin_queue=row.get("origin_queue"),
+            origin_id=row.get("origin_id"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -112,6 +140,80 @@ class JobRecord:
                 value = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
             out[name] = value
         return out
+
+
+class JobEventKind(enum.StrEnum):
+    """What a job event records. Failures (``retrying``, ``failed``, ``expired``) are
+    always recorded; the others only for queues whose ``events`` setting is on."""
+
+    CREATED = "created"
+    """Sent (or copied to a dead-letter queue: ``data`` names the origin)."""
+    STARTED = "started"
+    """A worker claimed it; ``from_state`` is not recorded (queued or retrying)."""
+    COMPLETED = "completed"
+    """The handler returned."""
+    RETRYING = "retrying"
+    """An attempt failed (``data.error``) and the job will run again."""
+    FAILED = "failed"
+    """The last attempt failed (``data.error``; ``data.dead_letter`` if copied)."""
+    EXPIRED = "expired"
+    """It waited longer than its queue's ``max_queued_age`` and failed without running."""
+    CANCELLED = "cancelled"
+    """Cancelled by a caller."""
+    REQUEUED = "requeued"
+    """Resumed (from cancelled) or retried (from failed) by a caller."""
+    RELEASED = "released"
+    """Put back in the queue by a worker shutting down, its attempt not spent."""
+    REDRIVEN = "redriven"
+    """Moved from a dead-letter queue (``data.from_queue``) back to its source queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One state change of a job, as recorded in the job-events log.
+
+    ``queue`` is the queue the job was in; ``from_state``/``to_state`` are None where not
+    recorded; ``attempt`` is the job's attempt counter after the change; ``data`` holds
+    details (``error``, ``dead_letter``, ``origin_queue``...) or None."""
+
+    id: int
+    job_id: uuid.UUID
+    queue: str
+    at: datetime
+    kind: str
+    from_state: JobState | None
+    to_state: JobState | None
+    attempt: int
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobEvent:
+        """Build from a ``job_event_list_*`` row."""
+        return cls(
+            id=row["id"],
+            job_id=row["job_id"],
+            queue=row["queue"],
+            at=row["at"],
+            kind=row["kind"],
+            from_state=None if row["from_state"] is None else JobState(row["from_state"]),
+            to_state=None if row["to_state"] is None else JobState(row["to_state"]),
+            attempt=row["attempt"],
+            data=row["data"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (ids and times as strings)."""
+        return {
+            "id": self.id,
+            "job_id": str(self.job_id),
+            "queue": self.queue,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "from_state": None if self.from_state is None else self.from_state.value,
+            "to_state": None if self.to_state is None else self.to_state.value,
+            "attempt": self.attempt,
+            "data": self.data,
+        }
 
 
 @dataclass(frozen=True, slots=True)
