@@ -23,6 +23,8 @@ EXPECTED_QUEUE_API = [
     "InvalidSchedule",
     "Job",
     "JobDiagnosis",
+    "JobEvent",
+    "JobEventKind",
     "JobNotFound",
     "JobPage",
     "JobRecord",

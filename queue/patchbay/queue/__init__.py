@@ -27,7 +27,16 @@ from .errors import (
     ScheduleNotFound,
 )
 from .migrate import migrate, migrate_sync
-from .models import Job, JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .models import (
+    Job,
+    JobEvent,
+    JobEventKind,
+    JobPage,
+    JobRecord,
+    JobState,
+    QueueInfo,
+    QueueStats,
+)
 from .schedules import ScheduleFire, ScheduleInfo, Schedules, TickResult
 from .settings import QueueSettings, SendOptions
 from .sync import SyncQueueClient
@@ -45,6 +54,8 @@ __all__ = [
     "InvalidSchedule",
     "Job",
     "JobDiagnosis",
+    "JobEvent",
+    "JobEventKind",
     "JobNotFound",
     "JobPage",
     "JobRecord",
