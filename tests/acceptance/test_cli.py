@@ -196,7 +196,6 @@ def test_jobs_retry_cancel_resume_delete(cli: Cli, database_url: str, schema: st
     assert asyncio.run(state(ids["queued"])) is None
 
 
-@pytest.mark.smoke
 def test_errors_go_to_stderr_with_a_non_zero_exit(cli: Cli, database_url: str, schema: str) -> None:
     ids = asyncio.run(populate(database_url, schema))
     unknown = str(uuid.uuid4())

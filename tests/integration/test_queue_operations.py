@@ -51,7 +51,6 @@ async def test_get_job_unknown_and_malformed_ids(client: QueueClient) -> None:
     assert (await client.get_job(str(job_id))).id == job_id
 
 
-@pytest.mark.smoke
 async def test_list_jobs_pages_through_everything_once(client: QueueClient) -> None:
     await client.create_queue("q")
     await client.create_queue("other")

@@ -29,7 +29,6 @@ def count_rows(url: str, schema: str, table: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.smoke
 async def test_create_queue_stores_settings_and_is_idempotent(client: QueueClient) -> None:
     info = await client.create_queue(
         "emails",

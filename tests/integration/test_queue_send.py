@@ -236,7 +236,6 @@ def test_sync_client_sends_and_honours_caller_transactions(database_url: str, sc
         assert count_jobs(database_url, schema, "q") == 4
 
 
-@pytest.mark.smoke
 async def test_unknown_queue_raises_and_writes_nothing(client: QueueClient, schema: str) -> None:
     await client.create_queue("q")
     with pytest.raises(QueueNotFound, match="'nope' does not exist"):

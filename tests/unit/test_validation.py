@@ -55,7 +55,6 @@ BAD_QUEUE_NAMES: list[Any] = [
 GOOD_QUEUE_NAMES = ["a", "emails", "tenant-1.sync:crm/contacts", "_private", "x" * 200]
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize("name", BAD_QUEUE_NAMES, ids=repr)
 def test_bad_queue_names_raise_invalid_name(sync_client: SyncQueueClient, name: Any) -> None:
     with pytest.raises(InvalidName, match="invalid queue name"):
