@@ -160,6 +160,7 @@ with pick as (
       and c.origin_queue is not null
       and c.state in ('queued', 'retrying', 'completed', 'failed', 'cancelled')
       and (%(ids)s::uuid[] is null or c.id = any(%(ids)s::uuid[]))
+      and exists (select 1 from {schema}.queue q where q.name = c.origin_queue)
     order by c.created_at, c.id
     limit %(limit)s
     for update of c skip locked
