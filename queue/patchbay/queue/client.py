@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from ._events import EventsFlags
 from ._listener import Listener
 from ._maintenance import Maintenance
 from ._send import JobSpec, SendBuilder, as_uuid, check_inserted
@@ -30,7 +31,7 @@ from .errors import (
     QueueAlreadyExists,
     QueueNotFound,
 )
-from .models import JobPage, JobRecord, JobState, QueueInfo, QueueStats
+from .models import JobEvent, JobPage, JobRecord, JobState, QueueInfo, QueueStats
 from .schedules import ScheduleInfo, Schedules
 from .settings import (
     QueueSettings,
@@ -95,6 +96,7 @@ class QueueClient:
             open=False,
             name=f"patchbay-{self.schema}",
         )
+        self._events = EventsFlags(self._pool, self.sql)
         self._workers: list[Worker] = []
         self._listener = Listener(conninfo, self.channel, self._on_notify)
         self._maintenance = Maintenance(
@@ -204,7 +206,9 @@ class QueueClient:
             row = await cur.fetchone()
         if row is None:
             raise QueueNotFound(f"queue {name!r} does not exist; create it with create_queue")
-        return QueueInfo.from_row(row)
+        info = QueueInfo.from_row(row)
+        self._events.remember(name, info.settings.events)
+        return info
 
     async def list_queues(self) -> list[QueueInfo]:
         """All queues, by name."""
@@ -331,10 +335,19 @@ class QueueClient:
         self, queue: str, params: dict[str, Any], conn: psycopg.AsyncConnection[Any] | None
     ) -> None:
         statement = self.sql["job_insert_many"]
+        if conn is None and await self._events.enabled(queue):
+            # The jobs and their 'created' events commit together.
+            async with self._pool.connection() as own, own.transaction():
+                await self._insert(queue, params, own)
+            return
         if conn is not None:
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(statement, params)
                 row = await cur.fetchone()
+                if await self._events.enabled(queue):
+                    await cur.execute(
+                        self.sql["job_event_insert_created"], {"ids": params["ids"], "queue": queue}
+                    )
         else:
             async with self._pool.connection() as own:
                 cur2 = await own.execute(statement, params)
@@ -463,6 +476,89 @@ class QueueClient:
             raise QueueNotFound(f"queue {queue!r} does not exist")
         return [QueueStats(*row) for row in rows]
 
+    # -- job events and dead letters -----------------------------------------------------
+
+    async def job_events(self, job_id: uuid.UUID | str, *, limit: int = 1000) -> list[JobEvent]:
+        """A job's recorded state changes, oldest first (failures always; every transition
+        when its queue has ``events`` on). Raises JobNotFound when the job does not exist
+        (its events are deleted with it)."""
+        jid = as_uuid(job_id)
+        integer("limit", limit, minimum=1, maximum=100_000)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql["job_event_list_job"], {"job_id": jid, "limit": limit})
+            rows = await cur.fetchall()
+            if not rows:
+                await cur.execute(self.sql["job_state_of"], {"id": jid})
+                if await cur.fetchone() is None:
+                    raise JobNotFound(f"job {jid} not found")
+        return [JobEvent.from_row(r) for r in rows]
+
+    async def queue_events(
+        self, queue: str, since: datetime | None = None, *, limit: int = 100
+    ) -> list[JobEvent]:
+        """A queue's job events, oldest first: those at or after ``since`` (an aware
+        datetime), or without it the latest ``limit``. To follow a queue, pass the last
+        event's ``at`` as the next ``since`` and skip the ids already seen. Raises
+        QueueNotFound."""
+        validate_queue_name(queue)
+        integer("limit", limit, minimum=1, maximum=10_000)
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            raise InvalidOption(f"since must be a timezone-aware datetime, got {since!r}")
+        statement = "job_event_list_queue_latest" if since is None else "job_event_list_queue"
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.sql[statement], {"queue": queue, "since": since, "limit": limit})
+            rows = await cur.fetchall()
+        if not rows:
+            await self.get_queue(queue)
+        return [JobEvent.from_row(r) for r in rows]
+
+    async def redrive(
+        self, dead_letter_queue: str, ids: Iterable[uuid.UUID | str] | None = None
+    ) -> int:
+        """Move dead-letter copies back to the queues they failed in; returns how many.
+
+        Without ``ids``, every copy in ``dead_letter_queue`` that is not active moves (in
+        batches; copies whose source queue was deleted stay). With ``ids``, exactly those
+        move, or nothing does: an id that is not a copy in that queue, is active, or whose
+        source queue is gone raises (JobNotFound, InvalidJobState, QueueNotFound). A moved
+        job keeps its id and data and is queued at once under its source queue's current
+        policy, with a fresh retry budget; it records a ``redriven`` event when that queue
+        has events on."""
+        validate_queue_name(dead_letter_queue)
+        await self.get_queue(dead_letter_queue)
+        params: dict[str, Any] = {
+            "queue": dead_letter_queue,
+            "ids": None,
+            "limit": _REDRIVE_BATCH,
+            "now": self.clock.now(),
+            "channel": self.channel,
+        }
+        if ids is None:
+            total = 0
+            while True:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(self.sql["job_redrive_many"], params)
+                    row = await cur.fetchone()
+                moved = int(row[0]) if row else 0
+                total += moved
+                if moved < _REDRIVE_BATCH:
+                    return total
+        wanted = list(dict.fromkeys(as_uuid(i) for i in ids))
+        if not wanted:
+            return 0
+        params.update(ids=wanted, limit=len(wanted))
+        async with self._pool.connection() as conn, conn.transaction():
+            cur2 = conn.cursor(row_factory=dict_row)
+            await cur2.execute(self.sql["job_redrive_lock"], {"ids": wanted})
+            found = {r["id"]: r for r in await cur2.fetchall()}
+            for jid in wanted:
+                _check_redrivable(jid, found.get(jid), dead_letter_queue)
+            cur = await conn.execute(self.sql["job_redrive_many"], params)
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     # -- workers -------------------------------------------------------------------------
 
     async def work(
@@ -541,3 +637,29 @@ class QueueClient:
     ) -> list[datetime]:
         """The next ``n`` fire times of the schedule ``name``, or of ``cron`` in ``tz``."""
         return await self.schedules.preview(name, n, cron=cron, tz=tz)
+
+
+_REDRIVE_BATCH = 1000
+
+
+def _check_redrivable(jid: uuid.UUID, row: dict[str, Any] | None, queue: str) -> None:
+    """Raise unless the ``job_redrive_lock`` row says job ``jid`` can be redriven."""
+    if row is None:
+        raise JobNotFound(f"job {jid} not found")
+    if row["queue"] != queue:
+        raise InvalidJobState(f"cannot redrive job {jid}: it is in queue {row['queue']!r}")
+    if row["origin_queue"] is None:
+        raise InvalidJobState(
+            f"cannot redrive job {jid}: it is not a dead-letter copy; use retry to run a "
+            "failed job again"
+        )
+    if row["state"] == "active":
+        raise InvalidJobState(
+            f"cannot redrive job {jid}: a worker of {queue!r} is running it; try again "
+            "when it has finished"
+        )
+    if not row["origin_exists"]:
+        raise QueueNotFound(
+            f"cannot redrive job {jid}: its source queue {row['origin_queue']!r} no longer "
+            "exists; create it again first"
+        )
