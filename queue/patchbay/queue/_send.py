@@ -150,6 +150,9 @@ class SendBuilder:
             "group_key": _opt_key(options, "group"),
             "fairness_key": _opt_key(options, "fairness_key"),
             "rate_key": _opt_key(options, "rate_key"),
+            "singleton_keys": None,
+            "throttle_s": None,
+            "debounce_s": None,
         }
 
 

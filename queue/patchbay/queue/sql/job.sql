@@ -1,34 +1,32 @@
 -- name: job_insert_many
 -- One statement for send and send_many: per-job columns come in as arrays, the policy from
--- the call's options or else the queue's defaults. A repeated id is not a second job.
+-- the call's options or else the queue's defaults. A job that would break a unique rule (a
+-- repeated id; its singleton key's queue policy; its throttle window) is not inserted: ON
+-- CONFLICT DO NOTHING without a target honours every unique index, and waits for a
+-- concurrent sender's uncommitted job first, so a rollback there never leaves a key empty.
+-- refused: a singleton key was sent to a standard queue without a window; nothing was sent.
+-- singleton_ids (only when a job has a key): per job in order, its own id if it was
+-- inserted or already existed, else the job that holds its key's place, else null (that
+-- job is not in this statement's snapshot: job_find_singleton reads it after).
 -- Wakes listeners once per call when something is runnable now.
 with q as (
     select * from {schema}.queue where name = %(queue)s
 ),
+refused as (
+    select 1 from q
+    where %(singleton_keys)s::text[] is not null and %(throttle_s)s::float8 is null
+      and q.policy = 'standard'
+),
 ins as (
-    insert into {schema}.job
-        (id, queue, priority, data, retry_limit, retry_delay_s, retry_backoff,
-         retry_delay_max_s, expire_in_s, dead_letter, start_after, created_at,
-         group_key, fairness_key, rate_key)
-    select v.id, q.name, coalesce(v.priority, %(priority)s, 0), v.data::jsonb,
-           coalesce(%(retry_limit)s, q.retry_limit),
-           coalesce(%(retry_delay_s)s, q.retry_delay_s),
-           coalesce(%(retry_backoff)s, q.retry_backoff),
-           coalesce(%(retry_delay_max_s)s, q.retry_delay_max_s),
-           coalesce(%(expire_in_s)s, q.expire_in_s),
-           coalesce(%(dead_letter)s, q.dead_letter),
-           coalesce(v.start_after, coalesce(%(now)s, now()) + %(delay_s)s * interval '1 second'),
-           coalesce(%(now)s, now()),
-           %(group_key)s,
-           -- Every job of a fair queue has a key ('' when none is given): fair fetch only
-           -- sees jobs in job_fair_idx, which holds jobs with a key.
-           case when q.fair then coalesce(%(fairness_key)s, '') else %(fairness_key)s end,
-           %(rate_key)s
+    insert into {schema}.job {_job_insert_columns}
+    select {_job_insert_values}
     from q
     cross join unnest(%(ids)s::uuid[], %(data)s::text[], %(priorities)s::int[],
-                      %(start_afters)s::timestamptz[]) as v(id, data, priority, start_after)
-    on conflict (id) do nothing
-    returning start_after
+                      %(start_afters)s::timestamptz[], %(singleton_keys)s::text[])
+        as v(id, data, priority, start_after, singleton_key)
+    where not exists (select 1 from refused)
+    on conflict do nothing
+    returning id, singleton_key, start_after
 ),
 woke as (
     select pg_notify(%(channel)s, %(queue)s)
@@ -36,7 +34,155 @@ woke as (
 )
 select (select count(*) from q) as queue_found,
        (select count(*) from ins) as inserted,
-       (select count(*) from woke) as notified;
+       (select count(*) from woke) as notified,
+       exists (select 1 from refused) as refused,
+       (select q.policy from q) as policy,
+       {schema}.job_window_start(coalesce(%(now)s, now()), %(throttle_s)s::float8) as singleton_on,
+       case when %(singleton_keys)s::text[] is not null then (
+           select array_agg(
+                      case when v.singleton_key is null or i.id is not null then v.id
+                      else coalesce(
+                          (select j.id from {schema}.job j where j.id = v.id),
+                          (select i2.id from ins i2
+                           where i2.singleton_key = v.singleton_key limit 1),
+                          {_job_singleton_holder})
+                      end
+                      order by v.ord)
+           from unnest(%(ids)s::uuid[], %(singleton_keys)s::text[]) with ordinality
+                    as v(id, singleton_key, ord)
+           cross join (select q.policy,
+                              {schema}.job_window_start(coalesce(%(now)s, now()),
+                                                        %(throttle_s)s::float8) as singleton_on
+                       from q) as hold
+           left join ins i on i.id = v.id
+       ) end as singleton_ids;
+
+-- name: _job_insert_columns
+-- Fragment: the job columns a send sets, in the order of _job_insert_values.
+(id, queue, priority, data, retry_limit, retry_delay_s, retry_backoff,
+ retry_delay_max_s, expire_in_s, dead_letter, start_after, created_at,
+ group_key, fairness_key, rate_key, singleton_key, singleton_policy, singleton_on, debounce_on)
+
+-- name: _job_insert_values
+-- Fragment: the values of a sent job, from the queue `q` and the job's row `v` (id, data,
+-- priority, start_after, singleton_key).
+v.id, q.name, coalesce(v.priority, %(priority)s, 0), v.data::jsonb,
+coalesce(%(retry_limit)s, q.retry_limit),
+coalesce(%(retry_delay_s)s, q.retry_delay_s),
+coalesce(%(retry_backoff)s, q.retry_backoff),
+coalesce(%(retry_delay_max_s)s, q.retry_delay_max_s),
+coalesce(%(expire_in_s)s, q.expire_in_s),
+coalesce(%(dead_letter)s, q.dead_letter),
+coalesce(v.start_after, coalesce(%(now)s, now()) + %(delay_s)s * interval '1 second'),
+coalesce(%(now)s, now()),
+%(group_key)s,
+-- Every job of a fair queue has a key ('' when none is given): fair fetch only
+-- sees jobs in job_fair_idx, which holds jobs with a key.
+case when q.fair then coalesce(%(fairness_key)s, '') else %(fairness_key)s end,
+%(rate_key)s,
+v.singleton_key,
+case when v.singleton_key is not null then q.policy end,
+{schema}.job_window_start(coalesce(%(now)s, now()), %(throttle_s)s::float8),
+{schema}.job_window_start(coalesce(%(now)s, now()), %(debounce_s)s::float8)
+
+-- name: _job_singleton_holder
+-- Fragment: the job holding the place that a keyed send (`v.singleton_key`, with
+-- `hold.policy` and the throttle window `hold.singleton_on`) was refused, as far as the
+-- snapshot shows: its throttle window's job, else its queue policy's. Each is one probe of
+-- one partial unique index.
+coalesce(
+    (select h.id from {schema}.job h
+     where h.queue = %(queue)s and h.singleton_key = v.singleton_key
+       and h.singleton_on = hold.singleton_on
+       and h.singleton_on is not null and h.state <> 'cancelled'),
+    (select h.id from {schema}.job h
+     where hold.policy in ('short', 'stately')
+       and h.queue = %(queue)s and h.singleton_key = v.singleton_key
+       and h.state = 'queued' and h.singleton_policy in ('short', 'stately')),
+    (select h.id from {schema}.job h
+     where hold.policy = 'exclusive'
+       and h.queue = %(queue)s and h.singleton_key = v.singleton_key
+       and h.state in ('queued', 'retrying', 'active') and h.singleton_policy = 'exclusive'))
+
+-- name: job_insert_debounced
+-- Debounce (every job has a key): the sends of one window collapse into one queued job
+-- that starts at the window's end; the latest send's data wins (ON CONFLICT DO UPDATE,
+-- which waits for a concurrent sender's uncommitted job, so a rollback there loses
+-- nothing committed). Which job a send collapses into follows the queue's policy:
+-- standard and singleton: the key's job of this window; short and stately: the key's one
+-- queued job; exclusive: the key's one job if it is still queued (one that already runs
+-- refuses the send, as it refuses any). Within one call the last item of a key wins.
+-- Returns job_insert_many's columns; singleton_ids holds every job's id.
+with q as (
+    select * from {schema}.queue where name = %(queue)s
+),
+v as (
+    select distinct on (u.singleton_key)
+           u.id, u.data, u.priority, u.singleton_key,
+           {schema}.job_window_start(coalesce(%(now)s, now()), %(debounce_s)s::float8)
+               + %(debounce_s)s::float8 * interval '1 second' as start_after
+    from unnest(%(ids)s::uuid[], %(data)s::text[], %(priorities)s::int[],
+                %(singleton_keys)s::text[]) with ordinality as u(id, data, priority, singleton_key, ord)
+    order by u.singleton_key, u.ord desc
+),
+by_window as (
+    insert into {schema}.job {_job_insert_columns}
+    select {_job_insert_values}
+    from q cross join v
+    where q.policy in ('standard', 'singleton')
+    on conflict (queue, singleton_key, debounce_on)
+        where debounce_on is not null and state = 'queued'
+          and singleton_policy in ('standard', 'singleton')
+    do update set data = excluded.data
+    returning id, singleton_key
+),
+by_queued as (
+    insert into {schema}.job {_job_insert_columns}
+    select {_job_insert_values}
+    from q cross join v
+    where q.policy in ('short', 'stately')
+    on conflict (queue, singleton_key)
+        where state = 'queued' and singleton_policy in ('short', 'stately')
+    do update set data = excluded.data
+    returning id, singleton_key
+),
+by_exclusive as (
+    insert into {schema}.job {_job_insert_columns}
+    select {_job_insert_values}
+    from q cross join v
+    where q.policy = 'exclusive'
+    on conflict (queue, singleton_key)
+        where state in ('queued', 'retrying', 'active') and singleton_policy = 'exclusive'
+    do update set data = excluded.data where {schema}.job.state = 'queued'
+    returning id, singleton_key
+),
+done as (
+    select id, singleton_key from by_window
+    union all select id, singleton_key from by_queued
+    union all select id, singleton_key from by_exclusive
+)
+select (select count(*) from q) as queue_found,
+       (select count(*) from done) as inserted,
+       0 as notified,
+       false as refused,
+       (select q.policy from q) as policy,
+       null::timestamptz as singleton_on,
+       (select array_agg(
+                   coalesce((select d.id from done d where d.singleton_key = v.singleton_key),
+                            {_job_singleton_holder})
+                   order by v.ord)
+        from unnest(%(singleton_keys)s::text[]) with ordinality as v(singleton_key, ord)
+        cross join (select q.policy, null::timestamptz as singleton_on from q) as hold
+       ) as singleton_ids;
+
+-- name: job_find_singleton
+-- The jobs holding the places of keyed sends that job_insert_many refused without seeing
+-- the holder (a concurrent sender committed it while the insert waited), read in this
+-- statement's newer snapshot; null where none holds it any more.
+select array_agg({_job_singleton_holder} order by v.ord) as singleton_ids
+from unnest(%(singleton_keys)s::text[]) with ordinality as v(singleton_key, ord)
+cross join (select %(policy)s::text as policy,
+                   %(singleton_on)s::timestamptz as singleton_on) as hold;
 
 -- name: job_fetch_available
 -- Claims up to %(limit)s runnable jobs in dispatch order (priority, then start time).
