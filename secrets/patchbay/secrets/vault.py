@@ -239,8 +239,20 @@ class Vault:
 
     @contextlib.asynccontextmanager
     async def _transaction(self, conn: Conn | None = None) -> AsyncIterator[Conn]:
-        async with self._connection(conn) as c, c.transaction():
-            yield c
+        """A transaction of our own, or a savepoint in the caller's: a caller's
+        non-autocommit connection keeps the decision to commit, and a failure inside rolls
+        back to the savepoint, so the caller never commits half a put."""
+        async with self._connection(conn) as c:
+            if (
+                conn is not None
+                and not c.autocommit
+                and c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            ):
+                # psycopg would commit a transaction() block begun on an idle connection;
+                # opening the caller's transaction first makes the block a savepoint in it.
+                await c.execute(b"select 1")
+            async with c.transaction():
+                yield c
 
     def _require_keys(self) -> MasterKeyProvider:
         if self.keys is None or not self.keys.key_ids:
@@ -344,8 +356,9 @@ class Vault:
         """Store ``value`` as the next version of ``tenant``'s secret ``name``, pruning
         versions beyond ``max_versions``; returns the new version's metadata.
 
-        With ``conn=``, it runs in that connection's transaction (as a savepoint inside an
-        open one), so a secret can be stored atomically with the write that needs it."""
+        With ``conn=``, it runs inside that connection's transaction (as a savepoint) and
+        the caller commits or rolls back, so a secret can be stored atomically with the
+        write that needs it; on an autocommit connection it commits at once."""
         validate_tenant(tenant)
         validate_secret_name(name)
         plaintext = _encode_value(value)
@@ -569,6 +582,7 @@ class Vault:
         decrypted. Idempotent: shredding an unknown tenant reports zeros."""
         validate_tenant(tenant)
         async with self._transaction(conn) as c:
+            await c.execute(self._sql["data_key_lock_for_shred"], {"tenant": tenant})
             cur = await c.execute(self._sql["data_key_shred"], {"tenant": tenant})
             keys_gone, secrets, versions = await _one(cur)
         self._invalidate(tenant)

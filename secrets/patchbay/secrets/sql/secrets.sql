@@ -51,9 +51,13 @@ order by master_key_id;
 -- name: data_key_count_not_wrapped_by
 select count(*)::bigint from {schema}.data_key where master_key_id <> %(target)s;
 
+-- name: data_key_lock_for_shred
+-- Waits for puts in flight (they hold KEY SHARE) and keeps new ones out, so the counts
+-- that data_key_shred reads next, in a fresh snapshot, are exactly what it deletes.
+select tenant from {schema}.data_key where tenant = %(tenant)s for update;
+
 -- name: data_key_shred
--- Counts are taken from the same snapshot the delete runs on; the cascade removes the
--- tenant's secrets and versions with the key.
+-- The cascade removes the tenant's secrets and versions with its key.
 with secrets as (
     select count(*)::bigint as n from {schema}.secret where tenant = %(tenant)s
 ), versions as (
@@ -76,7 +80,7 @@ values (%(tenant)s, %(name)s, %(version)s, %(ciphertext)s)
 returning created_at;
 
 -- name: secret_version_prune
--- Keeps the newest %(keep)s versions.
+-- Keeps the newest versions (as many as the keep parameter says).
 delete from {schema}.secret_version
 where tenant = %(tenant)s and name = %(name)s
   and version <= (
