@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from .errors import InvalidName, InvalidOption
 
 __all__ = [
+    "JobOptions",
     "QueueSettings",
     "SendOptions",
     "validate_queue_name",
@@ -100,6 +101,18 @@ class QueueSettings:
     - ``events``: record every state change of the queue's jobs in the job-events log
       (default false; failures are always recorded). Costs one extra statement per send,
       fetch and completion batch while on; clients notice a change within seconds.
+    - ``policy``: what a job's ``singleton_key`` means in this queue (default
+      ``"standard"``), enforced by unique indexes across all senders and workers; a send
+      the policy refuses returns the id of the job holding the key's place:
+
+      - ``"standard"``: no per-key rule; a key only keys ``throttle``/``debounce`` windows
+        (a key without a window is refused with InvalidOption).
+      - ``"short"``: at most one queued job per key (sent, not yet started).
+      - ``"singleton"``: at most one active job per key; the others wait, in order.
+      - ``"stately"``: both: at most one queued and one active job per key.
+      - ``"exclusive"``: at most one job per key queued, retrying or active.
+
+      Retrying jobs do not count as queued. A changed policy applies to jobs sent after.
 
     Each field is stored in the ``queue`` table column of the same name, durations with
     an ``_s`` suffix (seconds); :meth:`to_columns` and :meth:`from_columns` map them.
@@ -116,6 +129,7 @@ class QueueSettings:
     fair: bool = False
     max_queued_age: float | None = None
     events: bool = False
+    policy: str = "standard"
 
     @classmethod
     def build(cls, **options: Any) -> QueueSettings:
@@ -146,6 +160,7 @@ class QueueSettings:
             if values["max_queued_age"] is None
             else seconds("max_queued_age", values["max_queued_age"], allow_zero=False),
             events=_boolean("events", values["events"]),
+            policy=_policy(values["policy"]),
         )
 
     def to_columns(self) -> dict[str, Any]:
@@ -168,14 +183,24 @@ _COLUMN = {
 }
 
 
+QUEUE_POLICIES = ("standard", "short", "singleton", "stately", "exclusive")
+
+
+def _policy(value: object) -> str:
+    if value not in QUEUE_POLICIES:
+        raise InvalidOption(f"unknown queue policy {value!r}; known: {', '.join(QUEUE_POLICIES)}")
+    return str(value)
+
+
 def _boolean(option: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidOption(f"{option} must be true or false, got {value!r}")
     return value
 
 
-class SendOptions(TypedDict, total=False):
-    """Options of ``send`` and ``send_many``; each overrides the queue's default.
+class JobOptions(TypedDict, total=False):
+    """The options of ``send`` and ``send_many`` that shape the job itself (all of
+    :class:`SendOptions` but the uniqueness ones); each overrides the queue's default.
 
     - ``id``: a caller-chosen UUID; sending the same id again does not add a second job.
     - ``priority``: higher runs first (default 0).
@@ -202,4 +227,25 @@ class SendOptions(TypedDict, total=False):
     rate_key: str
 
 
-SEND_OPTION_NAMES = frozenset(SendOptions.__annotations__)
+class SendOptions(JobOptions, total=False):
+    """Options of ``send`` and ``send_many``: :class:`JobOptions`, and uniqueness.
+
+    - ``singleton_key``: a key (1-200 characters) the queue's ``policy`` applies to; a
+      send the policy refuses returns the id of the job holding the key's place (or None
+      when that job could not be read). ``send_many`` items may carry their own
+      (``JobSpec(singleton_key=...)``).
+    - ``throttle``: seconds (> 0); at most one job per key per window of this length
+      (windows are aligned on the Unix epoch). Sends in a window that has its job return
+      that job's id. A cancelled job frees its window.
+    - ``debounce``: seconds (> 0); the sends of a key in one window collapse into one job
+      that starts when the window ends, with the data of the latest send. Not with ``id``,
+      ``start_after`` or ``throttle``. On ``short``/``stately`` queues sends collapse into
+      the key's one queued job; on ``exclusive`` ones a running job refuses them.
+    """
+
+    singleton_key: str
+    throttle: float | int | timedelta
+    debounce: float | int | timedelta
+
+
+SEND_OPTION_NAMES = frozenset(SendOptions.__required_keys__ | SendOptions.__optional_keys__)

@@ -1,11 +1,11 @@
 -- name: queue_insert
 insert into {schema}.queue
     (name, retry_limit, retry_delay_s, retry_backoff, retry_delay_max_s, expire_in_s,
-     retention_s, dead_letter, group_limit, fair, max_queued_age_s, events)
+     retention_s, dead_letter, group_limit, fair, max_queued_age_s, events, policy)
 values
     (%(name)s, %(retry_limit)s, %(retry_delay_s)s, %(retry_backoff)s, %(retry_delay_max_s)s,
      %(expire_in_s)s, %(retention_s)s, %(dead_letter)s, %(group_limit)s, %(fair)s,
-     %(max_queued_age_s)s, %(events)s)
+     %(max_queued_age_s)s, %(events)s, %(policy)s)
 on conflict (name) do nothing
 returning name;
 
@@ -29,6 +29,7 @@ set retry_limit = %(retry_limit)s,
     fair = %(fair)s,
     max_queued_age_s = %(max_queued_age_s)s,
     events = %(events)s,
+    policy = %(policy)s,
     updated_at = now()
 where name = %(name)s
 returning name;
