@@ -4,10 +4,16 @@ Guarantee: every client of a schema may run maintenance; each pass runs at most 
 time across all of them, because it holds a transaction-level advisory lock taken with
 ``pg_try_advisory_xact_lock`` (a client that does not get the lock skips that pass). A job
 whose lease ran out is retried (or failed and dead-lettered) within one interval of its
-expiry, with its attempt counted.
+expiry, with its attempt counted. Retention: a finished job (completed, failed,
+cancelled) is deleted, with its events, within one interval of its queue's ``retention``
+passing; a job that waited longer than its queue's ``max_queued_age`` to start fails and
+is dead-lettered within one interval. Both run in batches, at most
+``_RETENTION_BATCH * _RETENTION_BATCHES`` jobs each per pass, so one pass stays short; a
+larger backlog drains over the following passes.
 
-State model: ``passes`` counts completed passes and ``expired`` the jobs they expired (test
-signals); ``pass_done`` is set after each pass.
+State model: ``passes`` counts completed passes and ``expired`` the jobs they expired,
+``queued_expired`` the jobs that waited too long and ``deleted`` the jobs retention
+deleted (test signals); ``pass_done`` is set after each pass.
 
 How it fails: a database error ends the pass, is logged, and the next interval retries.
 """
@@ -43,6 +49,10 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+_RETENTION_BATCH = 5000
+_RETENTION_BATCHES = 10
+
+
 class Maintenance:
     """Periodic maintenance of one schema, every ``interval`` seconds."""
 
@@ -52,6 +62,8 @@ class Maintenance:
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
         self.expired = 0
+        self.queued_expired = 0
+        self.deleted = 0
         self.pass_done = asyncio.Event()
 
     async def start(self) -> None:
@@ -85,6 +97,8 @@ class Maintenance:
             if row is None or not row[0]:
                 return False
             self.expired += await self._expire_leases(conn, limit=10_000)
+            # Retention and max queued age (see the module docstring).
+            await self._retention(conn)
         self.passes += 1
         self.pass_done.set()
         return True
@@ -119,3 +133,21 @@ class Maintenance:
         if expired:
             log.info("expired the leases of %d job(s)", expired)
         return expired
+
+    async def _retention(self, conn: psycopg.AsyncConnection[object]) -> None:
+        client = self._client
+        params = {"now": client.clock.now(), "limit": _RETENTION_BATCH, "channel": client.channel}
+        steps = (
+            ("job_expire_queued", "queued_expired", "expired %d job(s) past max_queued_age"),
+            ("job_delete_retained", "deleted", "retention deleted %d finished job(s)"),
+        )
+        for statement, counter, message in steps:
+            for _ in range(_RETENTION_BATCHES):
+                cur = await conn.execute(client.sql[statement], params)
+                row = await cur.fetchone()
+                done = int(row[0]) if row else 0  # type: ignore[index]
+                setattr(self, counter, getattr(self, counter) + done)
+                if done:
+                    log.info(message, done)
+                if done < _RETENTION_BATCH:
+                    break
