@@ -1,5 +1,10 @@
 """Validation and parameters of ``send``/``send_many``, shared by the async and sync
-clients: everything is checked before any SQL runs, so bad input writes nothing."""
+clients: everything is checked before any SQL runs, so bad input writes nothing.
+
+A send runs one statement, :attr:`SendPlan.statement`: ``job_insert_many``, or
+``job_insert_debounced`` for debounced sends. With singleton keys it may need a second,
+``job_find_singleton`` (see :meth:`SendPlan.results`); the clients run both the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._ids import uuid7, uuid7_batch
 from ._payload import encode_payload
@@ -22,19 +27,26 @@ from .settings import (
     validate_queue_name,
 )
 
-__all__ = ["JobSpec", "SendBuilder", "as_uuid", "check_inserted"]
+__all__ = ["JobSpec", "SendBuilder", "SendPlan", "as_uuid", "check_inserted"]
 
 _INT32_MIN = -(2**31)
+
+# Longest throttle or debounce window: ten years.
+MAX_WINDOW_S = 10 * 365.25 * 24 * 3600
+
+# Columns of the row job_insert_many and job_insert_debounced return.
+_QUEUE_FOUND, _INSERTED, _NOTIFIED, _REFUSED, _POLICY, _WINDOW, _SINGLETON_IDS = range(7)
 
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job of ``send_many`` with its own id, priority or start time."""
+    """One job of ``send_many`` with its own id, priority, start time or singleton key."""
 
     data: Any = None
     id: uuid.UUID | str | None = None
     priority: int | None = None
     start_after: float | timedelta | datetime | None = None
+    singleton_key: str | None = None
 
 
 def as_uuid(value: object) -> uuid.UUID:
@@ -57,65 +69,149 @@ def start_time(value: object) -> tuple[float, datetime | None]:
 
 
 def check_inserted(queue: str, row: tuple[Any, ...] | None) -> None:
-    """Raise QueueNotFound when ``job_insert_many`` found no such queue."""
-    if row is None or row[0] == 0:
+    """Raise QueueNotFound when the insert found no such queue, and InvalidOption when it
+    refused singleton keys that the queue's policy gives no meaning."""
+    if row is None or row[_QUEUE_FOUND] == 0:
         raise QueueNotFound(f"queue {queue!r} does not exist; create it with create_queue")
+    if len(row) > _REFUSED and row[_REFUSED]:
+        raise InvalidOption(
+            f"queue {queue!r} has policy 'standard', where a singleton_key only keys a "
+            "throttle or debounce window: pass throttle= or debounce=, or give the queue a "
+            "policy (short, singleton, stately, exclusive); nothing was sent"
+        )
+
+
+class SendPlan(NamedTuple):
+    """A validated send: the ids its jobs get if inserted, and the statement's parameters
+    (unpacks as ``ids, params``)."""
+
+    ids: list[uuid.UUID]
+    params: dict[str, Any]
+
+    @property
+    def statement(self) -> str:
+        """The name of the statement that runs this send."""
+        if self.params["debounce_s"] is None:
+            return "job_insert_many"
+        return "job_insert_debounced"
+
+    def results(
+        self, queue: str, row: tuple[Any, ...] | None
+    ) -> tuple[list[uuid.UUID | None], dict[str, Any] | None]:
+        """The id each job ended up as (its own, or that of the job holding its singleton
+        key's place), and the ``job_find_singleton`` parameters for the holders the insert
+        could not see (None when there are none). Raises as :func:`check_inserted`."""
+        check_inserted(queue, row)
+        assert row is not None
+        keys: list[str | None] | None = self.params["singleton_keys"]
+        if keys is None:
+            return list(self.ids), None
+        found: list[uuid.UUID | None] = list(row[_SINGLETON_IDS])
+        missing = [i for i, job_id in enumerate(found) if job_id is None]
+        if not missing:
+            return found, None
+        lookup = {
+            "queue": queue,
+            "policy": row[_POLICY],
+            "singleton_on": row[_WINDOW],
+            "singleton_keys": [keys[i] for i in missing],
+        }
+        return found, lookup
+
+    @staticmethod
+    def fill(
+        found: list[uuid.UUID | None], lookup: dict[str, Any], row: tuple[Any, ...] | None
+    ) -> list[uuid.UUID | None]:
+        """Put the holders ``job_find_singleton`` read (``row``) in their places."""
+        holders = row[0] if row is not None and row[0] is not None else []
+        missing = [i for i, job_id in enumerate(found) if job_id is None]
+        for index, holder in zip(missing, holders, strict=False):
+            found[index] = holder
+        return found
 
 
 class SendBuilder:
-    """Turns a send call into ``job_insert_many`` parameters."""
+    """Turns a send call into a :class:`SendPlan`."""
 
     def __init__(self, channel: str, max_payload_bytes: int, clock: Clock) -> None:
         self.channel = channel
         self.limit = max_payload_bytes
         self.clock = clock
 
-    def one(
-        self, queue: str, data: Any, options: SendOptions
-    ) -> tuple[list[uuid.UUID], dict[str, Any]]:
-        """Parameters for one job; returns ([id], params)."""
+    def one(self, queue: str, data: Any, options: SendOptions) -> SendPlan:
+        """The plan of one job."""
         params = self._common(queue, options)
+        debounced = params["debounce_s"] is not None
+        if debounced and "id" in options:
+            raise InvalidOption(
+                "a debounced send joins its window's job and cannot choose its id; drop id"
+            )
         job_id = as_uuid(options["id"]) if "id" in options else uuid7()
         delay, at = start_time(options.get("start_after", 0.0))
+        key: str | None = params.pop("singleton_key")
+        if key is None and (debounced or params["throttle_s"] is not None):
+            raise InvalidOption(_WINDOW_NEEDS_KEY)
         params.update(
             ids=[job_id],
             data=[encode_payload(data, limit=self.limit)],
             priorities=[None],
             start_afters=[at],
             delay_s=delay,
+            singleton_keys=None if key is None else [key],
         )
-        return [job_id], params
+        return SendPlan([job_id], params)
 
-    def many(
-        self, queue: str, items: Iterable[Any], options: SendOptions
-    ) -> tuple[list[uuid.UUID], dict[str, Any]]:
-        """Parameters for a batch; returns (ids in order, params)."""
+    def many(self, queue: str, items: Iterable[Any], options: SendOptions) -> SendPlan:
+        """The plan of a batch, ids in the items' order."""
         if "id" in options:
             raise InvalidOption("send_many takes ids per job: pass JobSpec(data, id=...)")
         params = self._common(queue, options)
+        debounced = params["debounce_s"] is not None
+        windowed = debounced or params["throttle_s"] is not None
         delay, at = start_time(options.get("start_after", 0.0))
+        default_key: str | None = params.pop("singleton_key")
         batch = list(items)
         ids = uuid7_batch(len(batch))
         limit = self.limit
         payloads: list[str] = []
         priorities: list[int | None] = [None] * len(batch)
         starts: list[datetime | None] = [at] * len(batch)
+        keys: list[str | None] = [default_key] * len(batch)
         for index, item in enumerate(batch):
             if isinstance(item, JobSpec):
                 if item.id is not None:
+                    if debounced:
+                        raise InvalidOption(
+                            f"item {index}: a debounced send joins its window's job and "
+                            "cannot choose its id"
+                        )
                     ids[index] = as_uuid(item.id)
                 if item.priority is not None:
                     priorities[index] = integer("priority", item.priority, minimum=_INT32_MIN)
                 if item.start_after is not None:
+                    if debounced:
+                        raise InvalidOption(
+                            f"item {index}: a debounced job starts when its window ends; "
+                            "drop start_after"
+                        )
                     item_delay, item_at = start_time(item.start_after)
                     base = self.clock.now() or datetime.now(UTC)
                     starts[index] = item_at or base + timedelta(seconds=item_delay)
+                if item.singleton_key is not None:
+                    keys[index] = validate_key(f"item {index}: singleton_key", item.singleton_key)
                 item = item.data
+            if windowed and keys[index] is None:
+                raise InvalidOption(f"item {index}: {_WINDOW_NEEDS_KEY}")
             payloads.append(encode_payload(item, limit=limit, what=f"item {index}"))
         params.update(
-            ids=ids, data=payloads, priorities=priorities, start_afters=starts, delay_s=delay
+            ids=ids,
+            data=payloads,
+            priorities=priorities,
+            start_afters=starts,
+            delay_s=delay,
+            singleton_keys=keys if any(k is not None for k in keys) else None,
         )
-        return ids, params
+        return SendPlan(ids, params)
 
     def _common(self, queue: str, options: SendOptions) -> dict[str, Any]:
         validate_queue_name(queue)
@@ -132,6 +228,12 @@ class SendBuilder:
             raise InvalidOption(f"retry_backoff must be true or false, got {retry_backoff!r}")
         priority = get("priority")
         dead_letter = get("dead_letter")
+        throttle = _opt_window(options, "throttle")
+        debounce = _opt_window(options, "debounce")
+        if throttle is not None and debounce is not None:
+            raise InvalidOption("pass throttle or debounce, not both")
+        if debounce is not None and get("start_after") is not None:
+            raise InvalidOption("a debounced job starts when its window ends; drop start_after")
         return {
             "queue": queue,
             "channel": self.channel,
@@ -150,15 +252,28 @@ class SendBuilder:
             "group_key": _opt_key(options, "group"),
             "fairness_key": _opt_key(options, "fairness_key"),
             "rate_key": _opt_key(options, "rate_key"),
-            "singleton_keys": None,
-            "throttle_s": None,
-            "debounce_s": None,
+            "singleton_key": _opt_key(options, "singleton_key"),
+            "throttle_s": throttle,
+            "debounce_s": debounce,
         }
+
+
+_WINDOW_NEEDS_KEY = (
+    "throttle and debounce apply per singleton_key: pass singleton_key= (one constant key "
+    "covers the whole queue)"
+)
 
 
 def _opt_seconds(options: SendOptions, name: str, *, allow_zero: bool = True) -> float | None:
     value: object = options.get(name)
     return None if value is None else seconds(name, value, allow_zero=allow_zero)
+
+
+def _opt_window(options: SendOptions, name: str) -> float | None:
+    value = _opt_seconds(options, name, allow_zero=False)
+    if value is not None and value > MAX_WINDOW_S:
+        raise InvalidOption(f"{name} must be at most ten years ({MAX_WINDOW_S:g} s), got {value}")
+    return value
 
 
 def _opt_key(options: SendOptions, name: str) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, Unpack, overload
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from ._events import EventsFlags
 from ._listener import Listener
 from ._maintenance import Maintenance
-from ._send import JobSpec, SendBuilder, as_uuid, check_inserted
+from ._send import JobSpec, SendBuilder, SendPlan, as_uuid
 from ._sql import Statements
 from ._worker import Handler, Worker
 from .clock import Clock, SystemClock
@@ -34,6 +34,7 @@ from .errors import (
 from .models import JobEvent, JobPage, JobRecord, JobState, QueueInfo, QueueStats
 from .schedules import ScheduleInfo, Schedules
 from .settings import (
+    JobOptions,
     QueueSettings,
     SendOptions,
     integer,
@@ -296,6 +297,17 @@ class QueueClient:
 
     # -- sending -------------------------------------------------------------------------
 
+    @overload
+    async def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Unpack[JobOptions],
+    ) -> uuid.UUID: ...
+
+    @overload
     async def send(
         self,
         queue: str,
@@ -303,15 +315,28 @@ class QueueClient:
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[SendOptions],
-    ) -> uuid.UUID:
+    ) -> uuid.UUID | None: ...
+
+    async def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> uuid.UUID | None:
         """Send one job; returns its id.
 
         With ``conn=``, the insert runs in that connection's current transaction: if the
         caller rolls back, no job exists. A repeated ``id`` returns the id without adding a
-        second job."""
-        ids, params = self._sends.one(queue, data, options)
-        await self._insert(queue, params, conn)
-        return ids[0]
+        second job. With a ``singleton_key`` (see :class:`SendOptions`), a send the queue's
+        policy or a throttle window refuses adds nothing and returns the id of the job
+        holding the key's place, or None in the rare case that job cannot be read (it
+        finished meanwhile, or the caller's transaction cannot see it); a debounced send
+        returns its window's job. A send that meets another sender's uncommitted job of
+        the same key waits for that transaction to end."""
+        plan = self._sends.one(queue, data, options)
+        return (await self._insert(queue, plan, conn))[0]
 
     async def send_many(
         self,
@@ -320,39 +345,47 @@ class QueueClient:
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[SendOptions],
-    ) -> list[uuid.UUID]:
+    ) -> list[uuid.UUID | None]:
         """Send many jobs to one queue in one statement; returns their ids in order.
 
-        Each item is the job's data, or a :class:`JobSpec` with its own id, priority or
-        start time. ``options`` apply to all (``id`` is not allowed here). All or nothing:
-        one invalid item raises before anything is written."""
-        ids, params = self._sends.many(queue, items, options)
-        if ids:
-            await self._insert(queue, params, conn)
-        return ids
+        Each item is the job's data, or a :class:`JobSpec` with its own id, priority,
+        start time or singleton key. ``options`` apply to all (``id`` is not allowed here).
+        All or nothing: one invalid item raises before anything is written. An item
+        refused for its singleton key gets the id of the job holding the key's place (an
+        earlier item of the same call, maybe), or None, as in :meth:`send`; only items
+        with a key can be None."""
+        plan = self._sends.many(queue, items, options)
+        if not plan.ids:
+            return []
+        return await self._insert(queue, plan, conn)
 
     async def _insert(
-        self, queue: str, params: dict[str, Any], conn: psycopg.AsyncConnection[Any] | None
-    ) -> None:
-        statement = self.sql["job_insert_many"]
+        self, queue: str, plan: SendPlan, conn: psycopg.AsyncConnection[Any] | None
+    ) -> list[uuid.UUID | None]:
         if conn is None and await self._events.enabled(queue):
             # The jobs and their 'created' events commit together.
             async with self._pool.connection() as own, own.transaction():
-                await self._insert(queue, params, own)
-            return
-        if conn is not None:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(statement, params)
-                row = await cur.fetchone()
-                if await self._events.enabled(queue):
-                    await cur.execute(
-                        self.sql["job_event_insert_created"], {"ids": params["ids"], "queue": queue}
-                    )
-        else:
+                return await self._insert(queue, plan, own)
+        if conn is None:
             async with self._pool.connection() as own:
-                cur2 = await own.execute(statement, params)
-                row = await cur2.fetchone()
-        check_inserted(queue, row)
+                return await self._insert_on(queue, plan, own, events=False)
+        return await self._insert_on(queue, plan, conn, events=await self._events.enabled(queue))
+
+    async def _insert_on(
+        self, queue: str, plan: SendPlan, conn: psycopg.AsyncConnection[Any], *, events: bool
+    ) -> list[uuid.UUID | None]:
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(self.sql[plan.statement], plan.params)
+            found, lookup = plan.results(queue, await cur.fetchone())
+            if lookup is not None:
+                # Holders a concurrent sender committed while the insert waited on them.
+                await cur.execute(self.sql["job_find_singleton"], lookup)
+                found = plan.fill(found, lookup, await cur.fetchone())
+            if events:
+                await cur.execute(
+                    self.sql["job_event_insert_created"], {"ids": plan.ids, "queue": queue}
+                )
+        return found
 
     # -- job operations ------------------------------------------------------------------
 
@@ -440,9 +473,17 @@ class QueueClient:
     ) -> None:
         jid = as_uuid(job_id)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                self.sql[statement], {"id": jid, "now": self.clock.now(), **extra}
-            )
+            try:
+                cur = await conn.execute(
+                    self.sql[statement], {"id": jid, "now": self.clock.now(), **extra}
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                # Only requeueing can break a unique rule: the job's singleton key or
+                # throttle window is taken by a job sent since.
+                raise InvalidJobState(
+                    f"cannot {verb} job {jid}: another job now holds its singleton key's "
+                    "place (queue policy or throttle window); cancel or finish that one first"
+                ) from exc
             if await cur.fetchone() is not None:
                 return
             cur = await conn.execute(self.sql["job_state_of"], {"id": jid})

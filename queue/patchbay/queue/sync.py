@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, Unpack, overload
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
-from ._send import SendBuilder, as_uuid, check_inserted
+from ._send import SendBuilder, SendPlan, as_uuid
 from ._sql import Statements
 from .clock import Clock, SystemClock
 from .errors import JobNotFound
 from .models import JobRecord
-from .settings import SendOptions, integer, validate_schema_name
+from .settings import JobOptions, SendOptions, integer, validate_schema_name
 
 __all__ = ["SyncQueueClient"]
 
@@ -66,6 +66,17 @@ class SyncQueueClient:
     ) -> None:
         self.close()
 
+    @overload
+    def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Unpack[JobOptions],
+    ) -> uuid.UUID: ...
+
+    @overload
     def send(
         self,
         queue: str,
@@ -73,11 +84,19 @@ class SyncQueueClient:
         *,
         conn: psycopg.Connection[Any] | None = None,
         **options: Unpack[SendOptions],
-    ) -> uuid.UUID:
-        """Send one job; returns its id (see QueueClient.send)."""
-        ids, params = self._sends.one(queue, data, options)
-        self._insert(queue, params, conn)
-        return ids[0]
+    ) -> uuid.UUID | None: ...
+
+    def send(
+        self,
+        queue: str,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Unpack[SendOptions],
+    ) -> uuid.UUID | None:
+        """Send one job; returns its id, or with a ``singleton_key`` the id of the job
+        holding the key's place, or None (see QueueClient.send)."""
+        return self._insert(queue, self._sends.one(queue, data, options), conn)[0]
 
     def send_many(
         self,
@@ -86,20 +105,24 @@ class SyncQueueClient:
         *,
         conn: psycopg.Connection[Any] | None = None,
         **options: Unpack[SendOptions],
-    ) -> list[uuid.UUID]:
+    ) -> list[uuid.UUID | None]:
         """Send many jobs in one statement; returns their ids (see QueueClient.send_many)."""
-        ids, params = self._sends.many(queue, items, options)
-        if ids:
-            self._insert(queue, params, conn)
-        return ids
+        plan = self._sends.many(queue, items, options)
+        if not plan.ids:
+            return []
+        return self._insert(queue, plan, conn)
 
     def _insert(
-        self, queue: str, params: dict[str, Any], conn: psycopg.Connection[Any] | None
-    ) -> None:
+        self, queue: str, plan: SendPlan, conn: psycopg.Connection[Any] | None
+    ) -> list[uuid.UUID | None]:
         target = conn if conn is not None else self._connection()
         with target.cursor(row_factory=tuple_row) as cur:
-            cur.execute(self.sql["job_insert_many"], params)
-            check_inserted(queue, cur.fetchone())
+            cur.execute(self.sql[plan.statement], plan.params)
+            found, lookup = plan.results(queue, cur.fetchone())
+            if lookup is not None:
+                cur.execute(self.sql["job_find_singleton"], lookup)
+                found = plan.fill(found, lookup, cur.fetchone())
+        return found
 
     def get_job(self, job_id: uuid.UUID | str) -> JobRecord:
         """One job; raises JobNotFound."""
