@@ -198,6 +198,9 @@ with cand as (
       and j.start_after <= coalesce(%(now)s, now())
       and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
       and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
+      -- One-active singleton keys (0006): only the key's next job, only while none runs.
+      and (j.singleton_policy is null or j.singleton_policy not in ('singleton', 'stately')
+           or {schema}.job_singleton_turn(j.id, j.queue, j.singleton_key, %(now)s))
     order by j.priority desc, j.start_after, j.id
     limit %(limit)s
     for update skip locked
@@ -361,6 +364,8 @@ offered as (
           and j.start_after <= coalesce(%(now)s, now())
           and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
           and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
+          and (j.singleton_policy is null or j.singleton_policy not in ('singleton', 'stately')
+               or {schema}.job_singleton_turn(j.id, j.queue, j.singleton_key, %(now)s))
         order by j.priority desc, j.start_after, j.id
         limit share.per_key * k.weight
         for update skip locked
@@ -430,8 +435,11 @@ from failures f;
 
 -- name: job_release_many
 -- Graceful shutdown: interrupted jobs go back to the queue without spending an attempt.
+-- A job of a one-queued singleton key (short, stately) goes back as retrying: a newer job
+-- of its key may be queued, and the key's unique index allows one queued job.
 update {schema}.job j
-set state = 'queued',
+set state = case when j.singleton_policy in ('short', 'stately') then 'retrying'
+                 else 'queued' end::{schema}.job_state,
     attempt = j.attempt - 1,
     started_at = null,
     lease_expires_at = null
