@@ -132,7 +132,6 @@ def assert_clean(where: str, text: str) -> None:
         assert leak not in text, f"the token ({form}) leaked into {where}"
 
 
-@pytest.mark.smoke
 async def test_a_leaky_handler_leaves_no_trace_of_its_token(
     database_url: str,
     schema: str,

@@ -39,7 +39,6 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.smoke
 async def test_rotation_rewraps_data_keys_only_and_resumes(database_url: str, schema: str) -> None:
     await _seed(database_url, schema)
     values_before = rows(

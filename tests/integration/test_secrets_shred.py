@@ -49,7 +49,6 @@ async def _until_a_backend_waits_for_a_lock(url: str) -> None:
     raise AssertionError("the shred never waited for the open put")
 
 
-@pytest.mark.smoke
 async def test_shredding_a_tenant_makes_its_secrets_unrecoverable(
     database_url: str, schema: str
 ) -> None:

@@ -23,7 +23,6 @@ NAMES = st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
 VERSIONS = st.none() | st.integers(min_value=1, max_value=2**31 - 1)
 
 
-@pytest.mark.smoke
 def test_parse_and_format_a_reference() -> None:
     ref = parse_ref("secret://acme/hubspot/oauth.token@3")
     assert ref == SecretRef("acme", "hubspot/oauth.token", 3)
