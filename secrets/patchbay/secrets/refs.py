@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .errors import InvalidName, InvalidReference
@@ -116,6 +117,13 @@ def parse_ref(text: object) -> SecretRef:
         return text
     if not isinstance(text, str):
         raise InvalidReference(f"a secret reference is a string, got {type(text).__name__}")
+    return _parse_text(text)
+
+
+# Workers resolve the same few references over and over: parse each text once. (Errors
+# are not cached; SecretRef is immutable, so sharing instances is safe.)
+@lru_cache(maxsize=4096)
+def _parse_text(text: str) -> SecretRef:
     shown = _shown(text)
     if not text.startswith(REF_SCHEME):
         raise InvalidReference(

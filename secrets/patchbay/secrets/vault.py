@@ -412,8 +412,8 @@ class Vault:
         CrossTenantReference when it names another tenant; served from the cache when
         fresh; concurrent resolutions of one reference share one database read."""
         parsed = parse_ref(ref)
-        validate_tenant(tenant)
-        if parsed.tenant != tenant:
+        if parsed.tenant != tenant:  # (equal means valid: the parsed tenant was validated)
+            validate_tenant(tenant)
             raise CrossTenantReference(
                 f"reference {parsed} names tenant {parsed.tenant!r}, but the caller acts for "
                 f"tenant {tenant!r}; a tenant can only resolve its own secrets"
