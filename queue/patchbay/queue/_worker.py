@@ -190,9 +190,14 @@ class Worker:
     """Runs ``handler(job)`` for the jobs of one queue, up to ``concurrency`` at once.
 
     Settings: ``concurrency`` (default 10) handler calls at once; ``batch_size`` (default:
-    ``concurrency``, at most 1000) jobs claimed per fetch; ``poll_interval`` (default 2 s)
-    seconds between fetches when no notification arrives, the fallback if LISTEN is lost;
+    ``concurrency``, at most 1000) jobs claimed per fetch; ``poll_interval`` (default 1 s)
+    seconds between fetches when no notification arrives: the fallback if LISTEN is lost,
+    and how soon deferred jobs, delayed retries and refilled rate limits are noticed;
     ``shutdown_grace`` (default 30 s) that ``stop()`` waits for running handlers.
+
+    Handlers run in up to ``concurrency`` long-lived slot tasks fed from an in-memory inbox,
+    not in a new task per job: a job costs a few microseconds of bookkeeping, and
+    ``asyncio.current_task()`` inside a handler is its slot's task for the whole call.
 
     Counters ``completed``, ``failed``, ``released`` and ``stale_writes`` (results rejected
     because the job's attempt moved on) are for tests and metrics.
@@ -228,9 +233,15 @@ class Worker:
         self.released = 0
         self.stale_writes = 0
         self.fetches = 0
-        self._running: dict[asyncio.Task[None], tuple[Job, float]] = {}
+        # job id -> (job, slot task running it, monotonic lease deadline)
+        self._running: dict[uuid.UUID, tuple[Job, asyncio.Task[None], float]] = {}
+        self._inbox: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
+        self._slots: list[asyncio.Task[None]] = []
+        self._lease_expired: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._all_idle = asyncio.Event()
+        self._all_idle.set()
         self._stopping = False
         self._releasing = False
         self._completer = _Completer(self)
@@ -269,14 +280,18 @@ class Worker:
         await asyncio.gather(
             *(t for t in (self._loop_task, self._watchdog_task) if t), return_exceptions=True
         )
+        # Fetched but not started: back to the queue at once.
+        while not self._inbox.empty():
+            job, _ = self._inbox.get_nowait()
+            self._completer.release(job)
         if self._running:
-            await asyncio.wait(list(self._running), timeout=grace)
-        if self._running:
-            self._releasing = True
-            pending = list(self._running)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_idle.wait(), timeout=grace)
+        self._releasing = True
+        for slot in self._slots:
+            slot.cancel()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        self._slots.clear()
         await self._completer.close()
         self._stopped.set()
 
@@ -292,7 +307,7 @@ class Worker:
         params: dict[str, Any] = {"queue": self.queue, "after": None}
         failures = 0
         while True:
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._inbox.qsize()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -326,12 +341,10 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
 
     def _start_jobs(self, rows: list[tuple[Any, ...]]) -> None:
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
         queue = self.queue
         heartbeat = self._heartbeat
-        running = self._running
-        run = self._run
+        put = self._inbox.put_nowait
         for job_id, data, attempt, priority, retry_limit, expire_in, created_at, _ in rows:
             job = Job(
                 job_id,
@@ -344,18 +357,55 @@ class Worker:
                 created_at,
                 heartbeat,
             )
-            task = loop.create_task(run(job))
-            running[task] = (job, now + expire_in)
+            put((job, now + expire_in))
+        # One idle slot per waiting job, up to ``concurrency`` slots in all.
+        missing = min(self.concurrency, len(self._running) + self._inbox.qsize())
+        missing -= len(self._slots)
+        if missing > 0:
+            loop = asyncio.get_running_loop()
+            first = len(self._slots)
+            self._slots.extend(
+                loop.create_task(self._slot(), name=f"slot:{self.queue}:{first + n}")
+                for n in range(missing)
+            )
 
-    async def _run(self, job: Job) -> None:
+    async def _slot(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        inbox = self._inbox
+        running = self._running
+        while True:
+            try:
+                job, deadline = await inbox.get()
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise
+                # A lease cancel that arrived just after its handler returned.
+                task.uncancel()
+                continue
+            running[job.id] = (job, task, deadline)
+            self._all_idle.clear()
+            try:
+                await self._execute(job, task)
+            finally:
+                del running[job.id]
+                self._lease_expired.discard(job.id)
+                self._slot_freed.set()
+                if not running:
+                    self._all_idle.set()
+
+    async def _execute(self, job: Job, task: asyncio.Task[None]) -> None:
         completer = self._completer
         try:
             result = await self.handler(job)
         except asyncio.CancelledError:
             if self._releasing:
                 completer.release(job)
-            else:
-                completer.fail(job, error_document(_lease_lost(job), self.client.redact))
+                raise
+            if job.id not in self._lease_expired:
+                raise
+            task.uncancel()
+            completer.fail(job, error_document(_lease_lost(job), self.client.redact))
         except Exception as exc:
             completer.fail(job, error_document(exc, self.client.redact))
         else:
@@ -371,11 +421,6 @@ class Worker:
                     )
                 except Exception as exc:
                     completer.fail(job, error_document(exc, self.client.redact))
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.pop(task, None)
-            self._slot_freed.set()
 
     async def _heartbeat(self, job: Job) -> bool:
         client = self.client
@@ -385,25 +430,24 @@ class Worker:
                 {"ids": [job.id], "attempts": [job.attempt], "now": client.clock.now()},
             )
             alive = await cur.fetchone() is not None
-        if alive:
-            for task, (running_job, _) in self._running.items():
-                if running_job is job:
-                    self._running[task] = (job, time.monotonic() + job.expire_in)
-                    break
+        entry = self._running.get(job.id)
+        if alive and entry is not None:
+            self._running[job.id] = (job, entry[1], time.monotonic() + job.expire_in)
         return alive
 
     async def _watchdog(self) -> None:
         """Cancels handlers that outlive their lease, so a hung handler cannot hold a slot
         forever; its attempt is recorded as failed (and retried per policy)."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, self.poll_interval))
             now = time.monotonic()
-            for task, (job, deadline) in list(self._running.items()):
-                if now > deadline and not task.done():
+            for job, slot, deadline in list(self._running.values()):
+                if now > deadline and job.id not in self._lease_expired:
                     log.warning(
                         "job %s exceeded its lease of %.1fs; cancelling", job.id, job.expire_in
                     )
-                    task.cancel()
+                    self._lease_expired.add(job.id)
+                    slot.cancel()
 
 
 def _lease_lost(job: Job) -> _LeaseLost:
