@@ -609,7 +609,7 @@ class QueueClient:
         *,
         concurrency: int = 10,
         batch_size: int | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = 1.0,
         shutdown_grace: float = 30.0,
     ) -> Worker:
         """Start a worker calling ``handler(job)`` for jobs of ``queue``, up to
