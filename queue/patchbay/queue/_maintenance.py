@@ -9,7 +9,8 @@ cancelled) is deleted, with its events, within one interval of its queue's ``ret
 passing; a job that waited longer than its queue's ``max_queued_age`` to start fails and
 is dead-lettered within one interval. Both run in batches, at most
 ``_RETENTION_BATCH * _RETENTION_BATCHES`` jobs each per pass, so one pass stays short; a
-larger backlog drains over the following passes.
+larger backlog drains over the following passes. Cron: each pass enqueues the due fires
+of the schema's schedules (:meth:`patchbay.queue.schedules.Schedules.tick`).
 
 State model: ``passes`` counts completed passes and ``expired`` the jobs they expired,
 ``queued_expired`` the jobs that waited too long and ``deleted`` the jobs retention
@@ -99,6 +100,10 @@ class Maintenance:
             self.expired += await self._expire_leases(conn, limit=10_000)
             # Retention and max queued age (see the module docstring).
             await self._retention(conn)
+            # Cron: the due fires of every schedule, each in a savepoint. Exactly-once comes
+            # from schedule_fire's key (see patchbay.queue.schedules); this lock only spares
+            # the other daemons the same work.
+            await client.schedules.tick(conn=conn)
         self.passes += 1
         self.pass_done.set()
         return True
