@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from conftest import Eventually
 
-from patchbay.queue import FrozenClock, InvalidOption, Job, JobSpec, JobState, QueueClient
+from patchbay.queue import FrozenClock, InvalidOption, Job, JobSpec, JobState, QueueClient, Snooze
 
 
 @pytest.mark.smoke
@@ -189,3 +189,28 @@ async def test_explain_says_why_a_job_is_not_running(database_url: str, schema: 
         ]
         behind = await client.explain(free2)
         assert behind.runnable and behind.codes == ["waiting_for_worker"]
+
+
+async def test_snooze_puts_the_job_back_without_spending_an_attempt(
+    database_url: str, schema: str, eventually: Eventually
+) -> None:
+    clock = FrozenClock()
+    async with QueueClient(database_url, schema=schema, clock=clock) as client:
+        await client.create_queue("s", retry_limit=0)
+        job_id = await client.send("s", {})
+        attempts: list[int] = []
+
+        async def handler(job: Job) -> None:
+            attempts.append(job.attempt)
+            if len(attempts) == 1:
+                raise Snooze(30, "provider asked us to wait")
+
+        worker = await client.work("s", handler, concurrency=2, poll_interval=0.05)
+        await eventually(lambda: worker.snoozed == 1)
+        await worker.drain()
+        record = await client.get_job(job_id)
+        assert record.state is JobState.QUEUED and record.attempt == 0 and record.error is None
+        assert (record.start_after - clock.now()).total_seconds() == 30
+        clock.advance(31)
+        await eventually(lambda: worker.completed == 1)
+        assert attempts == [1, 1]  # retry_limit=0, yet it ran again: no attempt was spent

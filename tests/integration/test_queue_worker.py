@@ -333,7 +333,7 @@ async def test_late_writes_from_an_old_attempt_are_rejected_by_sql(frozen: Queue
         assert await run("job_complete_many", outputs=['{"late": true}'], **old) == 0
         assert await run("job_fail_many", errors=['{"late": true}'], channel="x", **old) == 0
         assert await run("job_heartbeat_many", **old) == 0
-        assert await run("job_release_many", **old) == 0
+        assert await run("job_release_many", delays=[0.0], **old) == 0
         job = await frozen.get_job(job_id)
         assert (job.state, job.attempt, job.output) == (JobState.ACTIVE, 2, None)
         assert job.error is not None and job.error["type"] == "patchbay.queue.LeaseExpired"

@@ -44,6 +44,7 @@ EXPECTED_QUEUE_API = [
     "ScheduleNotFound",
     "Schedules",
     "SendOptions",
+    "Snooze",
     "SyncQueueClient",
     "SystemClock",
     "TickResult",

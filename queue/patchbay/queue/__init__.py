@@ -25,6 +25,7 @@ from .errors import (
     QueueError,
     QueueNotFound,
     ScheduleNotFound,
+    Snooze,
 )
 from .migrate import migrate, migrate_sync
 from .models import (
@@ -75,6 +76,7 @@ __all__ = [
     "ScheduleNotFound",
     "Schedules",
     "SendOptions",
+    "Snooze",
     "SyncQueueClient",
     "SystemClock",
     "TickResult",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ._payload import encode_payload
-from .errors import InvalidOption
+from .errors import InvalidOption, Snooze
 from .models import Job
 from .settings import integer, seconds
 
@@ -81,7 +81,7 @@ class _Completer:
         self._worker = worker
         self._done: tuple[list[uuid.UUID], list[int], list[str | None]] = ([], [], [])
         self._failed: tuple[list[uuid.UUID], list[int], list[str]] = ([], [], [])
-        self._released: tuple[list[uuid.UUID], list[int]] = ([], [])
+        self._released: tuple[list[uuid.UUID], list[int], list[float]] = ([], [], [])
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -105,9 +105,11 @@ class _Completer:
         errors.append(error)
         self._kick()
 
-    def release(self, job: Job) -> None:
-        self._released[0].append(job.id)
-        self._released[1].append(job.attempt)
+    def release(self, job: Job, delay: float = 0.0) -> None:
+        ids, attempts, delays = self._released
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        delays.append(delay)
         self._kick()
 
     def _kick(self) -> None:
@@ -121,7 +123,7 @@ class _Completer:
             await self._pending.wait()
             self._pending.clear()
             done, failed, released = self._done, self._failed, self._released
-            self._done, self._failed, self._released = ([], [], []), ([], [], []), ([], [])
+            self._done, self._failed, self._released = ([], [], []), ([], [], []), ([], [], [])
             while True:
                 try:
                     await self._write(done, failed, released)
@@ -142,7 +144,7 @@ class _Completer:
         self,
         done: tuple[list[uuid.UUID], list[int], list[str | None]],
         failed: tuple[list[uuid.UUID], list[int], list[str]],
-        released: tuple[list[uuid.UUID], list[int]],
+        released: tuple[list[uuid.UUID], list[int], list[float]],
     ) -> None:
         worker = self._worker
         client = worker.client
@@ -171,7 +173,12 @@ class _Completer:
             if released[0]:
                 cur = await conn.execute(
                     client.sql["job_release_many"],
-                    {"ids": released[0], "attempts": released[1]},
+                    {
+                        "ids": released[0],
+                        "attempts": released[1],
+                        "delays": released[2],
+                        "now": now,
+                    },
                 )
                 worker.released += cur.rowcount
 
@@ -232,6 +239,7 @@ class Worker:
         self.failed = 0
         self.released = 0
         self.stale_writes = 0
+        self.snoozed = 0
         self.fetches = 0
         # job id -> (job, slot task running it, monotonic lease deadline)
         self._running: dict[uuid.UUID, tuple[Job, asyncio.Task[None], float]] = {}
@@ -406,6 +414,9 @@ class Worker:
                 raise
             task.uncancel()
             completer.fail(job, error_document(_lease_lost(job), self.client.redact))
+        except Snooze as snooze:
+            completer.release(job, snooze.delay)
+            self.snoozed += 1
         except Exception as exc:
             completer.fail(job, error_document(exc, self.client.redact))
         else:

@@ -17,6 +17,9 @@ whole room at once::
     ├── JobNotFound              no job with that id
     ├── ScheduleNotFound         no schedule with that name
     └── InvalidJobState          the job is not in a state that allows the operation
+
+Not an error: a handler raises :class:`Snooze` to put its job back for a while without
+spending an attempt (e.g. a provider said "retry after 30 s").
 """
 
 from __future__ import annotations
@@ -96,3 +99,14 @@ class ScheduleNotFound(QueueError, LookupError):
 
 class InvalidJobState(QueueError):
     """The job's state does not allow the operation (e.g. retrying a job that is active)."""
+
+
+class Snooze(Exception):
+    """Raised by a handler: put this job back in the queue to run again after ``delay``
+    seconds, without spending an attempt and without recording a failure."""
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        if not delay >= 0:
+            raise InvalidOption(f"snooze delay must be >= 0 seconds, got {delay!r}")
+        super().__init__(reason or f"snoozed for {delay:g}s")
+        self.delay = float(delay)

@@ -434,7 +434,8 @@ select f.id, f.state::text as state, (select count(*) from dead) as dead_lettere
 from failures f;
 
 -- name: job_release_many
--- Graceful shutdown: interrupted jobs go back to the queue without spending an attempt.
+-- Graceful shutdown (delay 0) and Snooze (delay > 0): jobs go back to the queue without
+-- spending an attempt, to run again after their delay.
 -- A job of a one-queued singleton key (short, stately) goes back as retrying: a newer job
 -- of its key may be queued, and the key's unique index allows one queued job.
 update {schema}.job j
@@ -442,8 +443,12 @@ set state = case when j.singleton_policy in ('short', 'stately') then 'retrying'
                  else 'queued' end::{schema}.job_state,
     attempt = j.attempt - 1,
     started_at = null,
-    lease_expires_at = null
-from unnest(%(ids)s::uuid[], %(attempts)s::int[]) as t(id, attempt)
+    lease_expires_at = null,
+    start_after = case when t.delay_s > 0
+                       then coalesce(%(now)s, now()) + t.delay_s * interval '1 second'
+                       else j.start_after end
+from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(delays)s::float8[])
+    as t(id, attempt, delay_s)
 where j.id = t.id and j.attempt = t.attempt and j.state = 'active'
 returning j.id;
 
