@@ -214,3 +214,22 @@ async def test_snooze_puts_the_job_back_without_spending_an_attempt(
         clock.advance(31)
         await eventually(lambda: worker.completed == 1)
         assert attempts == [1, 1]  # retry_limit=0, yet it ran again: no attempt was spent
+
+
+async def test_a_non_retryable_exception_fails_the_job_at_once(
+    client: QueueClient, eventually: Eventually
+) -> None:
+    class NeedsAPerson(Exception):
+        retryable = False
+
+    await client.create_queue("n", retry_limit=5)
+    job_id = await client.send("n", {})
+
+    async def handler(job: Job) -> None:
+        raise NeedsAPerson("401 Unauthorized")
+
+    worker = await client.work("n", handler, concurrency=1, poll_interval=0.05)
+    await eventually(lambda: worker.failed == 1)
+    record = await client.get_job(job_id)
+    assert record.state is JobState.FAILED and record.attempt == 1
+    assert record.error is not None and record.error["message"] == "401 Unauthorized"

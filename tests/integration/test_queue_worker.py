@@ -331,7 +331,12 @@ async def test_late_writes_from_an_old_attempt_are_rejected_by_sql(frozen: Queue
         assert await run("job_fetch_available", **fetch) == 1  # attempt 2
         old = {"ids": [job_id], "attempts": [1]}
         assert await run("job_complete_many", outputs=['{"late": true}'], **old) == 0
-        assert await run("job_fail_many", errors=['{"late": true}'], channel="x", **old) == 0
+        assert (
+            await run(
+                "job_fail_many", errors=['{"late": true}'], channel="x", finals=[False], **old
+            )
+            == 0
+        )
         assert await run("job_heartbeat_many", **old) == 0
         assert await run("job_release_many", delays=[0.0], **old) == 0
         job = await frozen.get_job(job_id)
@@ -340,7 +345,9 @@ async def test_late_writes_from_an_old_attempt_are_rejected_by_sql(frozen: Queue
         current = {"ids": [job_id], "attempts": [2]}
         assert await run("job_complete_many", outputs=['{"ok": 2}'], **current) == 1
         # Completed: even the current attempt cannot write twice.
-        assert await run("job_fail_many", errors=["{}"], channel="x", **current) == 0
+        assert (
+            await run("job_fail_many", errors=["{}"], channel="x", finals=[False], **current) == 0
+        )
     job = await frozen.get_job(job_id)
     assert (job.state, job.output) == (JobState.COMPLETED, {"ok": 2})
 

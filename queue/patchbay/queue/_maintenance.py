@@ -130,6 +130,7 @@ class Maintenance:
                 "ids": ids,
                 "attempts": attempts,
                 "errors": [_LEASE_ERROR] * len(ids),
+                "finals": [False] * len(ids),
                 "now": now,
                 "channel": client.channel,
             },

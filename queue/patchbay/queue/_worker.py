@@ -80,7 +80,7 @@ class _Completer:
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._done: tuple[list[uuid.UUID], list[int], list[str | None]] = ([], [], [])
-        self._failed: tuple[list[uuid.UUID], list[int], list[str]] = ([], [], [])
+        self._failed: tuple[list[uuid.UUID], list[int], list[str], list[bool]] = ([], [], [], [])
         self._released: tuple[list[uuid.UUID], list[int], list[float]] = ([], [], [])
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
@@ -98,11 +98,12 @@ class _Completer:
         outputs.append(output)
         self._kick()
 
-    def fail(self, job: Job, error: str) -> None:
-        ids, attempts, errors = self._failed
+    def fail(self, job: Job, error: str, *, final: bool = False) -> None:
+        ids, attempts, errors, finals = self._failed
         ids.append(job.id)
         attempts.append(job.attempt)
         errors.append(error)
+        finals.append(final)
         self._kick()
 
     def release(self, job: Job, delay: float = 0.0) -> None:
@@ -123,7 +124,7 @@ class _Completer:
             await self._pending.wait()
             self._pending.clear()
             done, failed, released = self._done, self._failed, self._released
-            self._done, self._failed, self._released = ([], [], []), ([], [], []), ([], [], [])
+            self._done, self._failed, self._released = ([], [], []), ([], [], [], []), ([], [], [])
             while True:
                 try:
                     await self._write(done, failed, released)
@@ -143,7 +144,7 @@ class _Completer:
     async def _write(
         self,
         done: tuple[list[uuid.UUID], list[int], list[str | None]],
-        failed: tuple[list[uuid.UUID], list[int], list[str]],
+        failed: tuple[list[uuid.UUID], list[int], list[str], list[bool]],
         released: tuple[list[uuid.UUID], list[int], list[float]],
     ) -> None:
         worker = self._worker
@@ -164,6 +165,7 @@ class _Completer:
                         "ids": failed[0],
                         "attempts": failed[1],
                         "errors": failed[2],
+                        "finals": failed[3],
                         "now": now,
                         "channel": client.channel,
                     },
@@ -418,7 +420,10 @@ class Worker:
             completer.release(job, snooze.delay)
             self.snoozed += 1
         except Exception as exc:
-            completer.fail(job, error_document(exc, self.client.redact))
+            # An exception that says ``retryable = False`` (e.g. an auth error that needs a
+            # person) fails the job at once, whatever retries remain.
+            final = getattr(exc, "retryable", True) is False
+            completer.fail(job, error_document(exc, self.client.redact), final=final)
         else:
             if result is None:
                 completer.complete(job, None)

@@ -398,22 +398,24 @@ returning j.id;
 -- name: job_fail_many
 -- A failed attempt is retried after its backoff while attempts remain; the last one moves
 -- the job to failed and copies it to its dead-letter queue, in the same statement. Every
--- failed attempt is appended to job_event (the _job_dead_letter fragment).
+-- failed attempt is appended to job_event (the _job_dead_letter fragment). A failure
+-- marked final (the handler's exception said retryable = False) skips the retries left.
 with t as (
-    select * from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[])
-        as t(id, attempt, error)
+    select * from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[],
+                         %(finals)s::bool[])
+        as t(id, attempt, error, final)
 ),
 failures as (
     update {schema}.job j
-    set state = case when j.attempt <= j.retry_limit then 'retrying'::{schema}.job_state
+    set state = case when j.attempt <= j.retry_limit and not t.final then 'retrying'::{schema}.job_state
                      else 'failed'::{schema}.job_state end,
         error = t.error::jsonb,
-        start_after = case when j.attempt <= j.retry_limit
+        start_after = case when j.attempt <= j.retry_limit and not t.final
                            then coalesce(%(now)s, now()) + {schema}.job_retry_delay_s(
                                j.retry_delay_s, j.retry_backoff, j.retry_delay_max_s, j.attempt
                            ) * interval '1 second'
                            else j.start_after end,
-        finished_at = case when j.attempt <= j.retry_limit then null
+        finished_at = case when j.attempt <= j.retry_limit and not t.final then null
                            else coalesce(%(now)s, now()) end,
         lease_expires_at = null
     from t
