@@ -54,7 +54,8 @@ fire time already enqueued is never enqueued again, whatever the edits.
 State model. A ``schedule`` row holds the definition, ``next_fire_at`` (the first fire not
 yet handled), ``last_fire_at``/``last_job_id`` and ``revision``; a ``schedule_fire`` row per
 handled fire, pruned after ``fire_retention``. :class:`Schedules` counts ``ticks``,
-``enqueued`` and ``skipped`` and sets ``tick_done`` after each tick (test signals).
+``enqueued``, ``skipped`` and ``claims_lost`` (to another tick or an edit) and sets
+``tick_done`` after each tick (test signals).
 
 How it fails. Each fire is one transaction (a savepoint inside the maintenance pass): a
 crash before commit leaves the fire due for the next tick, after commit it is done. A
@@ -212,6 +213,7 @@ class Schedules:
         self.ticks = 0
         self.enqueued = 0
         self.skipped = 0
+        self.claims_lost = 0
         self.tick_done = asyncio.Event()
 
     # -- definitions ---------------------------------------------------------------------
@@ -462,6 +464,7 @@ class Schedules:
             assert counts is not None
             claimed, recorded = counts
             if not claimed:
+                self.claims_lost += 1
                 return False
             if recorded and send is not None:
                 cur = await conn.execute(sql["job_insert_many"], send)
