@@ -56,21 +56,28 @@ class EventsFlags:
         self._flags[queue] = (time.monotonic() + self.ttl, enabled)
 
     async def enabled(self, queue: str) -> bool:
-        """Whether ``queue`` records events (False for an unknown queue)."""
+        """Whether ``queue`` records events (False for an unknown queue). Never raises a
+        database error: it then answers with the last value read (False if none), so the
+        worker loops that ask are not broken by it."""
         hit = self.cached(queue)
         if hit is not None:
             return hit
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self._sql["queue_get"], {"name": queue})
-            row = await cur.fetchone()
+        try:
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self._sql["queue_get"], {"name": queue})
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            log.warning("could not read the events setting of queue %r: %s", queue, exc)
+            stale = self._flags.get(queue)
+            return stale[1] if stale else False
         enabled = bool(row is not None and row.get("events"))
         self.remember(queue, enabled)
         return enabled
 
 
 async def record_transition(
-    conn: psycopg.AsyncConnection[Any],
+    pool: AsyncConnectionPool,
     sql: Statements,
     *,
     kind: str,
@@ -79,22 +86,26 @@ async def record_transition(
     ids: Sequence[uuid.UUID],
     attempts: Sequence[int],
     now: datetime | None,
+    conn: psycopg.AsyncConnection[Any] | None = None,
 ) -> None:
-    """Append ``kind`` events for the jobs that are now in ``to_state`` at ``attempts``.
-    Best effort: a database error is logged, not raised."""
+    """Append ``kind`` events for the jobs that are now in ``to_state`` at ``attempts``,
+    on ``conn`` or a connection of ``pool``. Best effort: a database error is logged, not
+    raised."""
     if not ids:
         return
+    params = {
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "ids": list(ids),
+        "attempts": list(attempts),
+        "now": now,
+    }
     try:
-        await conn.execute(
-            sql["job_event_insert_transition"],
-            {
-                "kind": kind,
-                "from_state": from_state,
-                "to_state": to_state,
-                "ids": list(ids),
-                "attempts": list(attempts),
-                "now": now,
-            },
-        )
+        if conn is not None:
+            await conn.execute(sql["job_event_insert_transition"], params)
+        else:
+            async with pool.connection() as own:
+                await own.execute(sql["job_event_insert_transition"], params)
     except psycopg.Error as exc:
         log.warning("could not record %d %r job event(s): %s", len(ids), kind, exc)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg_pool import PoolClosed
 
 from ._payload import encode_payload
 
@@ -92,7 +91,7 @@ class ProgressWriter:
                     {"id": job.id, "attempt": job.attempt, "progress": encoded},
                 )
             self.writes += 1
-        except (psycopg.Error, PoolClosed) as exc:
+        except psycopg.Error as exc:
             log.warning("could not store the progress of job %s: %s", job.id, exc)
 
     async def close(self) -> None:
