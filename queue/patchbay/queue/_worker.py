@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
+from ._events import record_transition
 from ._payload import encode_payload
+from ._progress import ProgressWriter
 from .errors import InvalidOption, Snooze
 from .models import Job
 from .settings import integer, seconds
@@ -150,6 +152,8 @@ class _Completer:
         worker = self._worker
         client = worker.client
         now = client.clock.now()
+        # Read before taking a connection: on a miss the flag takes one of its own.
+        events = await client._events.enabled(worker.queue)
         async with client.pool.connection() as conn:
             if done[0]:
                 cur = await conn.execute(
@@ -158,6 +162,8 @@ class _Completer:
                 )
                 worker.completed += cur.rowcount
                 worker.stale_writes += len(done[0]) - cur.rowcount
+                if events:
+                    await worker._record("completed", "completed", done[0], done[1], now, conn)
             if failed[0]:
                 cur = await conn.execute(
                     client.sql["job_fail_many"],
@@ -183,6 +189,9 @@ class _Completer:
                     },
                 )
                 worker.released += cur.rowcount
+                if events:
+                    attempts = [a - 1 for a in released[1]]
+                    await worker._record("released", "queued", released[0], attempts, now, conn)
 
     async def flush(self) -> None:
         """Wait until every buffered result is written."""
@@ -255,6 +264,7 @@ class Worker:
         self._stopping = False
         self._releasing = False
         self._completer = _Completer(self)
+        self._progress = ProgressWriter(client)
         self._loop_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -303,6 +313,7 @@ class Worker:
         await asyncio.gather(*self._slots, return_exceptions=True)
         self._slots.clear()
         await self._completer.close()
+        await self._progress.close()
         self._stopped.set()
 
     async def drain(self) -> None:
@@ -343,6 +354,10 @@ class Worker:
             self.fetches += 1
             if fair:
                 params["after"] = rows[0][-1] if rows else None
+            if rows and await client._events.enabled(self.queue):
+                # Before the handlers run, so 'started' precedes what they lead to.
+                ids, attempts = [r[0] for r in rows], [r[2] for r in rows]
+                await self._record("started", "active", ids, attempts, params["now"])
             if rows:
                 self._start_jobs(rows)
                 if len(rows) == want:
@@ -350,10 +365,36 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
 
+    async def _record(
+        self,
+        kind: str,
+        to_state: str,
+        ids: list[uuid.UUID],
+        attempts: list[int],
+        now: Any,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> None:
+        """Job events of transitions this worker made (only for queues with events on:
+        the callers check). A start's previous state (queued or retrying) is not known."""
+        from_state = None if kind == "started" else "active"
+        client = self.client
+        await record_transition(
+            client.pool,
+            client.sql,
+            kind=kind,
+            from_state=from_state,
+            to_state=to_state,
+            ids=ids,
+            attempts=attempts,
+            now=now,
+            conn=conn,
+        )
+
     def _start_jobs(self, rows: list[tuple[Any, ...]]) -> None:
         now = time.monotonic()
         queue = self.queue
         heartbeat = self._heartbeat
+        progress = self._progress.report
         put = self._inbox.put_nowait
         for job_id, data, attempt, priority, retry_limit, expire_in, created_at, _ in rows:
             job = Job(
@@ -366,6 +407,7 @@ class Worker:
                 expire_in,
                 created_at,
                 heartbeat,
+                progress,
             )
             put((job, now + expire_in))
         # One idle slot per waiting job, up to ``concurrency`` slots in all.
