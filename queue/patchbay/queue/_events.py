@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ._sql import Statements
 
-__all__ = ["EventsFlags", "record_transition"]
+__all__ = ["EventsFlags", "SyncEventsFlags", "record_transition"]
 
 log = logging.getLogger("patchbay.queue.events")
 
@@ -73,6 +73,33 @@ class EventsFlags:
             return stale[1] if stale else False
         enabled = bool(row is not None and row.get("events"))
         self.remember(queue, enabled)
+        return enabled
+
+
+class SyncEventsFlags:
+    """:class:`EventsFlags` for the synchronous client, reading through ``connect()``."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        sql: Statements,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
+        self._connect = connect
+        self._sql = sql
+        self.ttl = ttl
+        self._flags: dict[str, tuple[float, bool]] = {}
+
+    def enabled(self, queue: str) -> bool:
+        """Whether ``queue`` records events (False for an unknown queue)."""
+        hit = self._flags.get(queue)
+        if hit is not None and hit[0] >= time.monotonic():
+            return hit[1]
+        with self._connect().cursor(row_factory=dict_row) as cur:
+            cur.execute(self._sql["queue_get"], {"name": queue})
+            row = cur.fetchone()
+        enabled = bool(row is not None and row.get("events"))
+        self._flags[queue] = (time.monotonic() + self.ttl, enabled)
         return enabled
 
 
