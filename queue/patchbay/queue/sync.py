@@ -10,6 +10,7 @@ from typing import Any, Self, Unpack, overload
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
+from ._events import SyncEventsFlags
 from ._send import SendBuilder, SendPlan, as_uuid
 from ._sql import Statements
 from .clock import Clock, SystemClock
@@ -43,6 +44,7 @@ class SyncQueueClient:
         limit = integer("max_payload_bytes", max_payload_bytes, minimum=1)
         self._sends = SendBuilder(self.channel, limit, clock or SystemClock())
         self._conn: psycopg.Connection[Any] | None = None
+        self._events = SyncEventsFlags(self._connection, self.sql)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -116,12 +118,19 @@ class SyncQueueClient:
         self, queue: str, plan: SendPlan, conn: psycopg.Connection[Any] | None
     ) -> list[uuid.UUID | None]:
         target = conn if conn is not None else self._connection()
+        events = self._events.enabled(queue)
+        if conn is None and events:
+            # The jobs and their 'created' events commit together.
+            with target.transaction():
+                return self._insert(queue, plan, target)
         with target.cursor(row_factory=tuple_row) as cur:
             cur.execute(self.sql[plan.statement], plan.params)
             found, lookup = plan.results(queue, cur.fetchone())
             if lookup is not None:
                 cur.execute(self.sql["job_find_singleton"], lookup)
                 found = plan.fill(found, lookup, cur.fetchone())
+            if events:
+                cur.execute(self.sql["job_event_insert_created"], {"ids": plan.ids, "queue": queue})
         return found
 
     def get_job(self, job_id: uuid.UUID | str) -> JobRecord:
