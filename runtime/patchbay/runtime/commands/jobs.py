@@ -1,4 +1,4 @@
-"""``patchbay jobs list|show|retry|cancel|delete``."""
+"""``patchbay jobs list|show|retry|cancel|resume|delete|events|redrive``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from patchbay.queue import QueueClient
 
+from . import events
 from .common import database_url, print_json, print_table, schema_of
 
 
@@ -40,6 +41,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         act.add_argument("job_id")
         act.add_argument("--json", action="store_true", help="print JSON")
         act.set_defaults(handler=_act, verb=verb)
+
+    events.add_job_commands(actions)
 
 
 def _with_client(args: argparse.Namespace, body: Callable[[QueueClient], Awaitable[int]]) -> int:

@@ -1,4 +1,4 @@
-"""``patchbay queues``: per-queue stats."""
+"""``patchbay queues``: per-queue stats; ``patchbay queues events QUEUE``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from patchbay.queue import QueueClient
 
+from . import events
 from .common import database_url, print_json, print_table, schema_of
 
 
@@ -16,6 +17,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("queues", help="show each queue's jobs by state")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=_queues)
+    # Without an action, ``patchbay queues`` shows the stats.
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    events.add_queue_commands(actions)
 
 
 def _queues(args: argparse.Namespace) -> int:
