@@ -20,6 +20,7 @@ from patchbay.queue import (
     Job,
     JobState,
     QueueClient,
+    SyncQueueClient,
     Worker,
 )
 
@@ -448,6 +449,38 @@ async def test_graceful_stop_puts_unfinished_jobs_back_without_spending_attempts
     again = await client.work("q", quick, concurrency=4)
     await wait_until(lambda: again.completed == 3)
     assert seen == [1, 1, 1]
+
+
+async def test_stop_while_a_fetch_is_returning_strands_nothing(
+    client: QueueClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() must not cut a fetch short: the jobs it claimed would stay active, leased,
+    with nobody to run or release them. A slow connection return holds the fetch open."""
+    await client.create_queue("q")
+
+    async def handler(job: Job) -> None:
+        await asyncio.sleep(60)
+
+    worker = await client.work("q", handler, poll_interval=30)
+    await wait_until(lambda: worker.fetches >= 1)
+    await asyncio.sleep(0.05)  # idle, waiting for a notification
+    returning = asyncio.Event()
+    original = client.pool.putconn
+
+    async def slow_putconn(conn: Any) -> None:
+        returning.set()
+        await asyncio.sleep(0.3)
+        await original(conn)
+
+    monkeypatch.setattr(client.pool, "putconn", slow_putconn)
+    with SyncQueueClient(database_url, schema=client.schema) as queues:
+        job_id = queues.send("q", {})  # its own connection: only the worker uses the pool
+    await asyncio.wait_for(returning.wait(), 5)  # the fetch claimed the job, not yet started
+    await worker.stop(grace=0.1)
+    monkeypatch.undo()
+    job = await client.get_job(job_id)
+    assert (job.state, job.attempt) == (JobState.QUEUED, 0)
+    assert (await client.stats("q"))[0].active == 0
 
 
 async def test_client_close_stops_workers_and_leaves_nothing_active(

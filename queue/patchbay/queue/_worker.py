@@ -294,6 +294,12 @@ class Worker:
             return
         self._stopping = True
         grace = self.shutdown_grace if grace is None else grace
+        # Let the fetch loop leave between fetches: cancelled mid-fetch, it would drop the
+        # jobs that fetch had just claimed, leaving them active until their lease ran out.
+        self._wake.set()
+        self._slot_freed.set()
+        if self._loop_task is not None:
+            await asyncio.wait({self._loop_task}, timeout=_MAX_BACKOFF)
         for task in (self._loop_task, self._watchdog_task):
             if task is not None:
                 task.cancel()
@@ -327,7 +333,7 @@ class Worker:
         # Fair fetch resumes the round-robin after the key the previous fetch ended on.
         params: dict[str, Any] = {"queue": self.queue, "after": None}
         failures = 0
-        while True:
+        while not self._stopping:
             free = self.concurrency - len(self._running) - self._inbox.qsize()
             if free <= 0:
                 self._slot_freed.clear()
