@@ -21,6 +21,7 @@ from .errors import (
     InvalidOption,
     InvalidReference,
     InvalidValue,
+    KeyUnwrapFailed,
     MasterKeyError,
     NoMasterKey,
     SchemaNotMigrated,
@@ -32,7 +33,6 @@ from .errors import (
 from .keys import (
     KEY_FILE_ENV,
     KEYS_ENV,
-    KeyUnwrapFailed,
     LocalKeyProvider,
     MasterKey,
     MasterKeyProvider,

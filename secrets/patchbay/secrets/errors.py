@@ -15,7 +15,8 @@ whole room at once. No error message ever holds a secret value::
     │   ├── NoMasterKey          no master key is configured
     │   ├── InvalidMasterKey     a configured key is malformed (id, length, encoding)
     │   ├── UnknownMasterKey     data was wrapped by a key id that is not configured
-    │   └── WrongMasterKey       a key id is configured with other key material
+    │   ├── WrongMasterKey       a key id is configured with other key material
+    │   └── KeyUnwrapFailed      (from a key provider) a wrapped key did not authenticate
     ├── DecryptionFailed         ciphertext failed authentication (altered, or moved rows)
     ├── SecretNotFound           no such secret or version
     └── CrossTenantReference     a reference names another tenant than the caller's
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidOption",
     "InvalidReference",
     "InvalidValue",
+    "KeyUnwrapFailed",
     "MasterKeyError",
     "NoMasterKey",
     "SchemaNotMigrated",
@@ -100,6 +102,12 @@ class UnknownMasterKey(MasterKeyError, LookupError):
 class WrongMasterKey(MasterKeyError):
     """The key configured under an id is not the key that id had when data was wrapped.
     Restore the original key material for that id; never reuse an id for a new key."""
+
+
+class KeyUnwrapFailed(MasterKeyError):
+    """Raised by a key provider when a wrapped key fails authentication under the named
+    key: other key material for that id, or altered bytes. The vault turns it into
+    :class:`WrongMasterKey` or :class:`DecryptionFailed` after comparing fingerprints."""
 
 
 class DecryptionFailed(SecretsError):

@@ -41,7 +41,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import InvalidMasterKey, NoMasterKey, UnknownMasterKey
+from .errors import InvalidMasterKey, KeyUnwrapFailed, NoMasterKey, UnknownMasterKey
 
 __all__ = [
     "DEV_KEY_FILE_NAME",
@@ -70,13 +70,6 @@ _KEY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _WRAP_FORMAT = b"\x01"
 _NONCE_BYTES = 12
 _FINGERPRINT_LABEL = b"patchbay master key fingerprint v1"
-
-
-class KeyUnwrapFailed(Exception):
-    """Raised by a provider when a wrapped key fails authentication under the named key:
-    wrong key material for that id, or altered bytes. The vault turns it into
-    :class:`~patchbay.secrets.errors.WrongMasterKey` or
-    :class:`~patchbay.secrets.errors.DecryptionFailed` after checking fingerprints."""
 
 
 @dataclass(frozen=True, slots=True)
