@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from patchbay.queue import Job, QueueClient, SyncQueueClient
+from patchbay.queue import Job, QueueClient, SyncQueueClient, migrate_sync
 
 POLL = 30.0  # far longer than any wait below: a job that starts in time was notified
 
@@ -118,3 +119,18 @@ async def test_listener_reconnects_and_polls_once(client: QueueClient, database_
     await client.send("q", {"name": "after"})
     await wait_until(lambda: "after" in recorder.started, within=1.0)
     assert recorder.started["after"] - sent < 1.0
+
+
+async def test_the_longest_schema_name_still_notifies(database_url: str) -> None:
+    schema = f"s{uuid.uuid4().hex}".ljust(54, "x")  # the longest name allowed
+    migrate_sync(database_url, schema)
+    try:
+        async with QueueClient(database_url, schema=schema) as client:
+            await client.create_queue("q")
+            recorder = Recorder()
+            await idle_worker(client, recorder)
+            await client.send("q", {"name": "long"})
+            await asyncio.wait_for(recorder.event.wait(), 1.0)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))

@@ -24,7 +24,8 @@ __all__ = [
 ]
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-.:/]{0,199}$")
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# 54, not 63: the NOTIFY channel "patchbay:<schema>" must fit Postgres's 63-byte names.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,53}$")
 
 Duration = float | int | timedelta
 
@@ -44,7 +45,7 @@ def validate_schema_name(name: object) -> str:
     if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
         raise InvalidName(
             f"invalid schema name {name!r}: use a lower-case identifier "
-            "(letters, digits, '_'; at most 63 characters)"
+            "(letters, digits, '_'; at most 54 characters)"
         )
     return name
 
