@@ -45,6 +45,7 @@ EXPECTED_QUEUE_API = [
     "Schedules",
     "SendOptions",
     "Snooze",
+    "Statements",
     "SyncQueueClient",
     "SystemClock",
     "TickResult",

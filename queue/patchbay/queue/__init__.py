@@ -8,6 +8,7 @@ async with QueueClient(url) as client:
 
 from ._worker import Handler, Worker
 from .client import JobSpec, QueueClient
+from ._sql import Statements
 from .clock import Clock, FrozenClock, SystemClock
 from .diagnosis import JobDiagnosis
 from .errors import (
@@ -77,6 +78,7 @@ __all__ = [
     "Schedules",
     "SendOptions",
     "Snooze",
+    "Statements",
     "SyncQueueClient",
     "SystemClock",
     "TickResult",
