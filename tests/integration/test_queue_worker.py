@@ -400,6 +400,28 @@ async def test_maintenance_expires_leases_in_the_background(database_url: str, s
         gate.let_go(1)
 
 
+async def test_a_handler_hung_past_its_lease_is_cancelled_and_its_slot_freed(
+    database_url: str, schema: str
+) -> None:
+    async with QueueClient(database_url, schema=schema, maintenance=False) as client:
+        await client.create_queue("q", retry_limit=0, expire_in=0.3)
+
+        async def handler(job: Job) -> str:
+            if job.data == "hang":
+                await asyncio.sleep(3600)
+            return "ok"
+
+        worker = await client.work("q", handler, concurrency=1, poll_interval=0.1)
+        hung = await client.send("q", "hang")
+        after = await client.send("q", "quick", expire_in=60)
+        job = await wait_for_job(client, hung, lambda j: j.state is JobState.FAILED)
+        assert "lease" in job.error["message"]
+        # The one slot is free again: the next job runs.
+        done = await wait_for_job(client, after, lambda j: j.state is JobState.COMPLETED)
+        assert done.output == "ok"
+        assert worker.failed == 1
+
+
 async def test_cancelling_an_active_job_discards_its_result(frozen: QueueClient) -> None:
     await frozen.create_queue("q")
     gate = Gate()
