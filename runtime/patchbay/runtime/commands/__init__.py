@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import jobs, migrate, queues, run, secrets
+from . import jobs, migrate, queues, run, schedules, secrets
 
 __all__ = ["register_all"]
 
-GROUPS = (migrate, queues, jobs, run, secrets)
+GROUPS = (migrate, queues, jobs, run, secrets, schedules)
 
 
 def register_all(sub: argparse._SubParsersAction[Any]) -> None:
