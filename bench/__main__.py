@@ -23,17 +23,22 @@ def main(argv: list[str]) -> int:
     names = argv or list(REGISTRY)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}",
+            file=sys.stderr,
+        )
         return 2
     url = resolve_database_url()
     for name in names:
         started = time.perf_counter()
         results = asyncio.run(REGISTRY[name](url))
         for figures in results:
-            line = {"bench": name, **figures,
-                    "wall_s": round(time.perf_counter() - started, 2),
-                    "machine": f"{platform.node()} {platform.machine()}"}
+            line = {
+                "bench": name,
+                **figures,
+                "wall_s": round(time.perf_counter() - started, 2),
+                "machine": f"{platform.node()} {platform.machine()}",
+            }
             print(json.dumps(line), flush=True)
     return 0
 

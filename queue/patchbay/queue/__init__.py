@@ -6,9 +6,9 @@ async with QueueClient(url) as client:
     await client.work("emails", handler, concurrency=20)
 """
 
+from ._sql import Statements
 from ._worker import Handler, Worker
 from .client import JobSpec, QueueClient
-from ._sql import Statements
 from .clock import Clock, FrozenClock, SystemClock
 from .diagnosis import JobDiagnosis
 from .errors import (

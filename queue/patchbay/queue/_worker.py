@@ -477,12 +477,13 @@ class Worker:
                 completer.complete(job, None)
             else:
                 try:
-                    completer.complete(
-                        job,
-                        encode_payload(
-                            result, limit=self.client.max_payload_bytes, what="handler output"
-                        ),
+                    output = encode_payload(
+                        result, limit=self.client.max_payload_bytes, what="handler output"
                     )
+                    # Outputs are scrubbed like errors: a handler returning its token
+                    # must not store it.
+                    redact = self.client.redact
+                    completer.complete(job, output if redact is None else redact(output))
                 except Exception as exc:
                     completer.fail(job, error_document(exc, self.client.redact))
 

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import psycopg
 
+from patchbay.connectors import ConnectorError, SdkError
 from patchbay.queue import QueueError
+from patchbay.secrets import SecretsError
 
 from .commands import register_all
 from .commands.common import CommandError
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = args.handler(args)
-    except (QueueError, CommandError) as exc:
+    except (QueueError, SecretsError, ConnectorError, SdkError, CommandError) as exc:
         print(f"patchbay: error: {exc}", file=sys.stderr)
         return 1
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
