@@ -7,9 +7,9 @@ whose lease ran out is retried (or failed and dead-lettered) within one interval
 expiry, with its attempt counted. Retention: a finished job (completed, failed,
 cancelled) is deleted, with its events, within one interval of its queue's ``retention``
 passing; a job that waited longer than its queue's ``max_queued_age`` to start fails and
-is dead-lettered within one interval. Both run in batches, at most
-``_RETENTION_BATCH * _RETENTION_BATCHES`` jobs each per pass, so one pass stays short; a
-larger backlog drains over the following passes. Cron: each pass enqueues the due fires
+is dead-lettered within one interval. Both run in batches, bounded per pass in count
+and time (``_RETENTION_STEPS``), so one pass stays short; a larger backlog drains over
+the following passes. Cron: each pass enqueues the due fires
 of the schema's schedules (:meth:`patchbay.queue.schedules.Schedules.tick`).
 
 State model: ``passes`` counts completed passes and ``expired`` the jobs they expired,
@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -50,8 +51,16 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-_RETENTION_BATCH = 5000
+# Retention steps: (statement, batch size, counter, log message). Expiry writes more per
+# job (an update, an event, maybe a dead-letter copy) than deletion, so its batches are
+# smaller. Each step stops after _RETENTION_BATCHES batches or _RETENTION_BUDGET seconds,
+# so a pass holding the lock stays short; what is left waits for the next pass.
+_RETENTION_STEPS = (
+    ("job_expire_queued", 1000, "queued_expired", "expired %d job(s) past max_queued_age"),
+    ("job_delete_retained", 5000, "deleted", "retention deleted %d finished job(s)"),
+)
 _RETENTION_BATCHES = 10
+_RETENTION_BUDGET = 1.0
 
 
 class Maintenance:
@@ -142,12 +151,10 @@ class Maintenance:
 
     async def _retention(self, conn: psycopg.AsyncConnection[object]) -> None:
         client = self._client
-        params = {"now": client.clock.now(), "limit": _RETENTION_BATCH, "channel": client.channel}
-        steps = (
-            ("job_expire_queued", "queued_expired", "expired %d job(s) past max_queued_age"),
-            ("job_delete_retained", "deleted", "retention deleted %d finished job(s)"),
-        )
-        for statement, counter, message in steps:
+        now = client.clock.now()
+        for statement, batch, counter, message in _RETENTION_STEPS:
+            params = {"now": now, "limit": batch, "channel": client.channel}
+            deadline = time.monotonic() + _RETENTION_BUDGET
             for _ in range(_RETENTION_BATCHES):
                 cur = await conn.execute(client.sql[statement], params)
                 row = await cur.fetchone()
@@ -155,5 +162,5 @@ class Maintenance:
                 setattr(self, counter, getattr(self, counter) + done)
                 if done:
                     log.info(message, done)
-                if done < _RETENTION_BATCH:
+                if done < batch or time.monotonic() > deadline:
                     break
