@@ -43,7 +43,6 @@ def _rows(database_url: str, schema: str, table: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.smoke
 async def test_schedule_get_list_preview_unschedule(frozen: Any) -> None:
     client, _ = frozen
     info = await client.schedule(
