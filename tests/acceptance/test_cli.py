@@ -255,8 +255,9 @@ def test_run_demo_prints_what_it_does(
     assert not (Path(cli_env["PATCHBAY_HOME"]) / "postgres").exists()
 
 
-def test_run_demo_stops_gracefully_on_sigterm(
-    database_url: str, fresh_schema: str, cli_env: dict[str, str]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_demo_stops_gracefully_on_a_signal(
+    database_url: str, fresh_schema: str, cli_env: dict[str, str], signum: signal.Signals
 ) -> None:
     proc = subprocess.Popen(
         [PATCHBAY, "--database-url", database_url, "--schema", fresh_schema, "run", "--demo"],
@@ -276,7 +277,7 @@ def test_run_demo_stops_gracefully_on_sigterm(
     else:
         proc.kill()
         pytest.fail(f"the demo sent nothing: {seen}")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopping: finishing running jobs" in out
