@@ -32,6 +32,8 @@ create table integration (
     last_failure_at      timestamptz,
     last_error           jsonb,
     consecutive_failures integer not null default 0,
+    -- When the scheduler last enqueued a scheduled sync (its due check reads this).
+    last_scheduled_at    timestamptz,
     created_at           timestamptz not null default now(),
     updated_at           timestamptz not null default now()
 );
