@@ -39,6 +39,7 @@ __all__ = ["Connector", "JobKind", "JobType", "Window", "backfill", "sync"]
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 JobKind = Literal["sync", "backfill"]
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[None]])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ATTR = "__patchbay_job_type__"
@@ -84,15 +85,17 @@ class JobType:
         }
 
 
-def _declare(kind: JobKind, **fields: Any) -> Callable[[Callable[..., Awaitable[None]]], Any]:
-    def mark(method: Callable[..., Awaitable[None]]) -> Any:
+def _declare(kind: JobKind, **fields: Any) -> Callable[[HandlerT], HandlerT]:
+    def mark(method: HandlerT) -> HandlerT:
         setattr(method, _ATTR, (kind, fields))
         return method
 
     return mark
 
 
-def sync(*, every: str = "*/15 * * * *", name: str | None = None, priority: int = 0) -> Any:
+def sync(
+    *, every: str = "*/15 * * * *", name: str | None = None, priority: int = 0
+) -> Callable[[HandlerT], HandlerT]:
     """Declare an incremental sync job type, scheduled ``every`` (five-field cron) by
     default; the method is called as ``method(ctx)``. ``ctx.full_refresh`` tells a full
     refresh from an incremental run."""
@@ -107,7 +110,7 @@ def backfill(
     name: str | None = None,
     priority: int = -10,
     rate_share: str | None = "backfill",
-) -> Any:
+) -> Callable[[HandlerT], HandlerT]:
     """Declare a backfill job type: a range is split into ``window``-sized windows, each a
     child job called as ``method(ctx, window)``, at ``priority`` (default -10: after syncs)."""
     if window <= timedelta(0):
