@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import jobs, migrate, queues, run, schedules, secrets
+from . import connectors, jobs, migrate, queues, run, schedules, secrets
 
 __all__ = ["register_all"]
 
-GROUPS = (migrate, queues, jobs, run, secrets, schedules)
+GROUPS = (migrate, queues, jobs, run, secrets, schedules, connectors)
 
 
 def register_all(sub: argparse._SubParsersAction[Any]) -> None:
