@@ -233,3 +233,27 @@ async def test_a_non_retryable_exception_fails_the_job_at_once(
     record = await client.get_job(job_id)
     assert record.state is JobState.FAILED and record.attempt == 1
     assert record.error is not None and record.error["message"] == "401 Unauthorized"
+
+
+async def test_send_many_takes_keys_per_job(client: QueueClient) -> None:
+    await client.create_queue("k", fair=True)
+    ids = await client.send_many(
+        "k",
+        [
+            JobSpec({}, group="g1", fairness_key="t1", rate_key="r1"),
+            JobSpec({}, group="g2"),
+            JobSpec({}),
+        ],
+        fairness_key="default-tenant",
+        group="default-group",
+    )
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select id, group_key, fairness_key, rate_key from "{client.schema}".job'
+        )
+        rows = {r[0]: r[1:] for r in await cur.fetchall()}
+    assert rows[ids[0]] == ("g1", "t1", "r1")
+    assert rows[ids[1]] == ("g2", "default-tenant", None)
+    assert rows[ids[2]] == ("default-group", "default-tenant", None)
+    with pytest.raises(InvalidOption):
+        await client.send_many("k", [JobSpec({}, group="")])

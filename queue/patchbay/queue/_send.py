@@ -40,13 +40,17 @@ _QUEUE_FOUND, _INSERTED, _NOTIFIED, _REFUSED, _POLICY, _WINDOW, _SINGLETON_IDS =
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job of ``send_many`` with its own id, priority, start time or singleton key."""
+    """One job of ``send_many`` with its own id, priority, start time, singleton key, or
+    group, fairness and rate keys (each overrides the call's option of the same name)."""
 
     data: Any = None
     id: uuid.UUID | str | None = None
     priority: int | None = None
     start_after: float | timedelta | datetime | None = None
     singleton_key: str | None = None
+    group: str | None = None
+    fairness_key: str | None = None
+    rate_key: str | None = None
 
 
 def as_uuid(value: object) -> uuid.UUID:
@@ -158,6 +162,9 @@ class SendBuilder:
             start_afters=[at],
             delay_s=delay,
             singleton_keys=None if key is None else [key],
+            group_keys=None,
+            fairness_keys=None,
+            rate_keys=None,
         )
         return SendPlan([job_id], params)
 
@@ -177,6 +184,9 @@ class SendBuilder:
         priorities: list[int | None] = [None] * len(batch)
         starts: list[datetime | None] = [at] * len(batch)
         keys: list[str | None] = [default_key] * len(batch)
+        groups: list[str | None] = [None] * len(batch)
+        fairness: list[str | None] = [None] * len(batch)
+        rates: list[str | None] = [None] * len(batch)
         for index, item in enumerate(batch):
             if isinstance(item, JobSpec):
                 if item.id is not None:
@@ -199,6 +209,13 @@ class SendBuilder:
                     starts[index] = item_at or base + timedelta(seconds=item_delay)
                 if item.singleton_key is not None:
                     keys[index] = validate_key(f"item {index}: singleton_key", item.singleton_key)
+                for column, value in (
+                    (groups, item.group),
+                    (fairness, item.fairness_key),
+                    (rates, item.rate_key),
+                ):
+                    if value is not None:
+                        column[index] = validate_key(f"item {index}: key", value)
                 item = item.data
             if windowed and keys[index] is None:
                 raise InvalidOption(f"item {index}: {_WINDOW_NEEDS_KEY}")
@@ -210,6 +227,9 @@ class SendBuilder:
             start_afters=starts,
             delay_s=delay,
             singleton_keys=keys if any(k is not None for k in keys) else None,
+            group_keys=_column(groups),
+            fairness_keys=_column(fairness),
+            rate_keys=_column(rates),
         )
         return SendPlan(ids, params)
 
@@ -279,3 +299,8 @@ def _opt_window(options: SendOptions, name: str) -> float | None:
 def _opt_key(options: SendOptions, name: str) -> str | None:
     value: object = options.get(name)
     return None if value is None else validate_key(name, value)
+
+
+def _column(values: list[str | None]) -> list[str | None] | None:
+    """A per-job key array, or None when no job has its own key (the call's applies)."""
+    return values if any(v is not None for v in values) else None

@@ -22,8 +22,9 @@ ins as (
     select {_job_insert_values}
     from q
     cross join unnest(%(ids)s::uuid[], %(data)s::text[], %(priorities)s::int[],
-                      %(start_afters)s::timestamptz[], %(singleton_keys)s::text[])
-        as v(id, data, priority, start_after, singleton_key)
+                      %(start_afters)s::timestamptz[], %(singleton_keys)s::text[],
+                      %(group_keys)s::text[], %(fairness_keys)s::text[], %(rate_keys)s::text[])
+        as v(id, data, priority, start_after, singleton_key, group_key, fairness_key, rate_key)
     where not exists (select 1 from refused)
     on conflict do nothing
     returning id, singleton_key, start_after
@@ -65,7 +66,8 @@ select (select count(*) from q) as queue_found,
 
 -- name: _job_insert_values
 -- Fragment: the values of a sent job, from the queue `q` and the job's row `v` (id, data,
--- priority, start_after, singleton_key).
+-- priority, start_after, singleton_key, and its own group, fairness and rate keys, which
+-- override the call's).
 v.id, q.name, coalesce(v.priority, %(priority)s, 0), v.data::jsonb,
 coalesce(%(retry_limit)s, q.retry_limit),
 coalesce(%(retry_delay_s)s, q.retry_delay_s),
@@ -75,11 +77,12 @@ coalesce(%(expire_in_s)s, q.expire_in_s),
 coalesce(%(dead_letter)s, q.dead_letter),
 coalesce(v.start_after, coalesce(%(now)s, now()) + %(delay_s)s * interval '1 second'),
 coalesce(%(now)s, now()),
-%(group_key)s,
+coalesce(v.group_key, %(group_key)s),
 -- Every job of a fair queue has a key ('' when none is given): fair fetch only
 -- sees jobs in job_fair_idx, which holds jobs with a key.
-case when q.fair then coalesce(%(fairness_key)s, '') else %(fairness_key)s end,
-%(rate_key)s,
+case when q.fair then coalesce(v.fairness_key, %(fairness_key)s, '')
+     else coalesce(v.fairness_key, %(fairness_key)s) end,
+coalesce(v.rate_key, %(rate_key)s),
 v.singleton_key,
 case when v.singleton_key is not null then q.policy end,
 {schema}.job_window_start(coalesce(%(now)s, now()), %(throttle_s)s::float8),
@@ -118,11 +121,14 @@ with q as (
 ),
 v as (
     select distinct on (u.singleton_key)
-           u.id, u.data, u.priority, u.singleton_key,
+           u.id, u.data, u.priority, u.singleton_key, u.group_key, u.fairness_key, u.rate_key,
            {schema}.job_window_start(coalesce(%(now)s, now()), %(debounce_s)s::float8)
                + %(debounce_s)s::float8 * interval '1 second' as start_after
     from unnest(%(ids)s::uuid[], %(data)s::text[], %(priorities)s::int[],
-                %(singleton_keys)s::text[]) with ordinality as u(id, data, priority, singleton_key, ord)
+                %(singleton_keys)s::text[], %(group_keys)s::text[], %(fairness_keys)s::text[],
+                %(rate_keys)s::text[])
+        with ordinality as u(id, data, priority, singleton_key, group_key, fairness_key,
+                             rate_key, ord)
     order by u.singleton_key, u.ord desc
 ),
 by_window as (
