@@ -45,8 +45,15 @@ from patchbay.queue import (
     Statements,
     Worker,
 )
-from patchbay.secrets import Vault
+from patchbay.secrets import (
+    CrossTenantReference,
+    InvalidReference,
+    SecretNotFound,
+    Vault,
+    parse_ref,
+)
 
+from .config import secret_fields
 from .connector import Connector, JobType, Window, upgrade
 from .context import JobContext, RunStats
 from .errors import ConfigError, ConnectorNotFound, TransientError
@@ -191,12 +198,15 @@ class ConnectorExecutor:
         config_doc = (
             config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
         )
-        try:
-            connector.config_model.model_validate(config_doc)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"config for connector {connector.name!r} is invalid: {exc}"
-            ) from None
+        _validate_config(connector, config_doc)
+        for field in secret_fields(connector.config_model):
+            owner = parse_ref(config_doc[field]).tenant if config_doc.get(field) else tenant
+            if owner != tenant:
+                raise ConfigError(
+                    f"config field {field!r} references a secret of tenant {owner!r}, but the "
+                    f"integration belongs to tenant {tenant!r}; a job resolves its own "
+                    "tenant's secrets only"
+                )
         payload: dict[str, Any] = {
             "format": PAYLOAD_FORMAT,
             "v": connector.payload_version,
@@ -534,7 +544,11 @@ class ConnectorExecutor:
                 raise ConfigError(
                     f"the config references {ref} but no vault is configured to resolve it"
                 )
-            return await vault.resolve(ref, tenant=tenant)
+            try:
+                return await vault.resolve(ref, tenant=tenant)
+            except (CrossTenantReference, InvalidReference, SecretNotFound) as exc:
+                # Retrying cannot fix these: the configuration (or the vault) needs a person.
+                raise ConfigError(f"cannot resolve {ref}: {exc}") from exc
 
         return resolve
 
@@ -593,7 +607,15 @@ def _validate_config(connector: Connector[Any], doc: dict[str, Any]) -> BaseMode
     try:
         return connector.config_model.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(f"config for connector {connector.name!r} is invalid: {exc}") from None
+        # Field and reason only: pydantic's text repeats the input, which may be a secret
+        # pasted where its reference belongs, and this message is stored and logged.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(config)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(
+            f"config for connector {connector.name!r} is invalid: {problems}"
+        ) from None
 
 
 def _window_of(kind: JobType, payload: dict[str, Any]) -> tuple[Window | None, str]:
