@@ -44,7 +44,6 @@ async def _fail_then_succeed(job: Job) -> str:
     return "ok"
 
 
-@pytest.mark.smoke
 async def test_failures_are_recorded_even_with_events_off(
     client: QueueClient, eventually: Eventually, database_url: str, schema: str
 ) -> None:

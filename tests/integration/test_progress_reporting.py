@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 from conftest import Eventually
 
 from patchbay.queue import InvalidPayload, Job, JobState, PayloadTooLarge, QueueClient
@@ -18,7 +17,6 @@ async def _heartbeat(job: Job) -> bool:
     return True
 
 
-@pytest.mark.smoke
 async def test_progress_is_visible_while_running_and_after(
     client: QueueClient, eventually: Eventually
 ) -> None:

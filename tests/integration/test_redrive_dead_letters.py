@@ -44,7 +44,6 @@ async def queues(client: QueueClient) -> QueueClient:
     return client
 
 
-@pytest.mark.smoke
 async def test_redrive_all_moves_every_copy_back_and_it_runs_again(
     queues: QueueClient, eventually: Eventually
 ) -> None:
