@@ -1,4 +1,4 @@
-"""Maintenance: lease expiry (and, as the queue grows, retention and cron).
+"""Maintenance: lease expiry, max queued age, retention and cron, once at a time.
 
 Guarantee: every client of a schema may run maintenance; each pass runs at most once at a
 time across all of them, because it holds a transaction-level advisory lock taken with
