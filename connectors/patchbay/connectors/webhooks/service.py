@@ -236,6 +236,7 @@ class Webhooks:
         self._rand = rand
         self._http: httpx.AsyncClient | None = None
         self._workers: list[Worker] = []
+        self._queue_ready = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -278,9 +279,12 @@ class Webhooks:
         await self.close()
 
     async def setup(self) -> None:
-        """Create the delivery queue if it does not exist (idempotent): fair between
-        tenants; its own retries (10, backoff from 5 s to 10 min) cover only crashes and
-        database errors, the retry schedule is the service's."""
+        """Create the delivery queue if it does not exist (idempotent; sends and
+        :meth:`work` call it on first use): fair between tenants; its own retries (10,
+        backoff from 5 s to 10 min) cover only crashes and database errors, the retry
+        schedule is the service's."""
+        if self._queue_ready:
+            return
         try:
             await self.client.get_queue(self.settings.queue)
         except QueueNotFound:
@@ -293,6 +297,7 @@ class Webhooks:
                 retry_delay_max=600.0,
                 expire_in=max(120.0, 4 * self.settings.timeout),
             )
+        self._queue_ready = True
 
     async def work(
         self, *, concurrency: int = 20, poll_interval: float = 1.0, batch_size: int | None = None
@@ -551,6 +556,7 @@ class Webhooks:
     async def _enqueue(self, conn: Conn, tenant: str, ids: list[uuid.UUID]) -> None:
         if not ids:
             return
+        await self.setup()
         first_delay = self.settings.retry_schedule[0]
         jobs = [JobSpec(data={"delivery_id": str(i)}, id=i) for i in ids]
         if first_delay > 0:
@@ -855,7 +861,15 @@ class Webhooks:
             result.status or result.error,
         )
         if found is not None and found["disabled_now"]:
-            await self._report_disabled(row["endpoint_id"], str(found["disabled_reason"]))
+            reason = str(found["disabled_reason"])
+            if state is DeliveryState.PENDING:
+                # This attempt ended the endpoint's patience: no retry of it either.
+                await self._one(
+                    "webhook_delivery_cancel",
+                    {"id": row["id"], "reason": f"endpoint disabled: {reason}", "now": self._now()},
+                )
+                state = DeliveryState.CANCELLED
+            await self._report_disabled(row["endpoint_id"], reason)
         if state is DeliveryState.PENDING:
             assert delay is not None
             raise Snooze(delay, f"attempt {attempt} {outcome.value}; next in {delay:.1f}s")
