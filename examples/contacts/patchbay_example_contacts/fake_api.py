@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,13 +77,15 @@ def parse_time(text: str) -> datetime:
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request the fake answered: method, path, query (first value of each parameter),
-    the status it answered and whether it carried a bearer token."""
+    the status it answered, whether it carried a bearer token, and when
+    (the server's ``clock``, default ``time.monotonic``)."""
 
     method: str
     path: str
     query: dict[str, str]
     status: int
     authorized: bool
+    at: float
 
 
 @dataclass(slots=True)
@@ -119,7 +122,8 @@ class FakeContactsApi:
     Settings: ``tokens`` accepted (default ``{"test-token"}``); ``page_size`` when a
     request gives no ``limit`` (default 50) and ``max_page_size`` (default 200);
     ``rate_limit`` = ``(requests, seconds)``, a fixed window shared by all callers
-    (default None: unlimited); ``port`` (default 0: any free port).
+    (default None: unlimited); ``port`` (default 0: any free port); ``clock``, monotonic
+    seconds for the rate limit's window and the log (tests pass a fake).
 
     Counters: ``requests`` (``/v1`` requests), ``statuses`` (a Counter of answered
     statuses), ``log`` (every ``/v1`` :class:`RequestRecord`, in order).
@@ -138,8 +142,10 @@ class FakeContactsApi:
         seed: int = 7,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.page_size = page_size
+        self.clock = clock
         self.max_page_size = max_page_size
         self._lock = threading.Lock()
         self._tokens = set(tokens if tokens is not None else {"test-token"})
@@ -302,7 +308,9 @@ class FakeContactsApi:
             answer = self._answer_api(method, path, query, token)
             self.requests += 1
             self.statuses[answer.status] += 1
-            self.log.append(RequestRecord(method, path, query, answer.status, token is not None))
+            self.log.append(
+                RequestRecord(method, path, query, answer.status, token is not None, self.clock())
+            )
         return answer
 
     def _answer_api(
@@ -353,7 +361,7 @@ class FakeContactsApi:
         if window.limit is None:
             return None
         capacity, seconds = window.limit
-        now = time.monotonic()
+        now = self.clock()
         if now - window.started >= seconds:
             window.started, window.used = now, 0
         if window.used < capacity:
