@@ -128,7 +128,7 @@ class ConnectorExecutor:
         self.hooks = hooks
         self._http_factory = http_factory or HttpClient
         self._sql = Statements(queue.schema, package="patchbay.connectors")
-        self._queue_defaults = {
+        self.queue_defaults = {
             "retry_limit": retry_limit,
             "retry_delay": retry_delay,
             "expire_in": expire_in,
@@ -163,7 +163,7 @@ class ConnectorExecutor:
                 try:
                     await self.queue.get_queue(name)
                 except QueueNotFound:
-                    await self.queue.create_queue(name, **self._queue_defaults)
+                    await self.queue.create_queue(name, **self.queue_defaults)
         return names
 
     async def start(self, *, concurrency: int = 10, poll_interval: float = 1.0) -> list[Worker]:
@@ -184,7 +184,7 @@ class ConnectorExecutor:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _payload(
+    def payload(
         self,
         connector: Connector[Any],
         *,
@@ -195,6 +195,8 @@ class ConnectorExecutor:
         correlation_id: str | None = None,
         backfill: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The job payload of one run: ids, the config (references only, validated by the
+        connector's model; ConfigError if invalid), versions and a correlation id."""
         config_doc = (
             config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
         )
@@ -238,7 +240,7 @@ class ConnectorExecutor:
         found, kind = self._job_type(connector, job_type)
         if kind.kind != "sync":
             raise InvalidOption(f"{connector}.{job_type} is a {kind.kind}, not a sync")
-        payload = self._payload(
+        payload = self.payload(
             found,
             tenant=tenant,
             integration=integration,
@@ -331,7 +333,7 @@ class ConnectorExecutor:
     ) -> list[uuid.UUID | None]:
         specs = [
             JobSpec(
-                self._payload(
+                self.payload(
                     connector,
                     tenant=tenant,
                     integration=integration,

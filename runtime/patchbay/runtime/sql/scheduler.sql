@@ -1,0 +1,22 @@
+-- name: scheduler_now
+select coalesce(%(now)s, now());
+
+-- name: integration_scheduling_candidates
+-- The tenant's active integrations with what the due check needs. Rows another fan-out of
+-- this tenant holds are skipped (that one schedules them).
+select i.id, i.connector, i.config, i.schedule, i.last_scheduled_at,
+       t.sync_schedule, t.starts_per_interval, t.start_interval_s
+from {schema}.integration i
+join {schema}.tenant t on t.id = i.tenant_id
+where i.tenant_id = %(tenant)s and i.status = 'active' and t.status = 'active'
+order by i.id
+for update of i skip locked;
+
+-- name: integration_mark_scheduled
+update {schema}.integration
+set last_scheduled_at = %(at)s
+where id = any(%(ids)s::text[]);
+
+-- name: tenant_get_limits
+select id, status, starts_per_interval, start_interval_s, sync_schedule
+from {schema}.tenant where id = %(tenant)s;
