@@ -113,6 +113,8 @@ class Integration(Base):
     last_failure_at: Mapped[datetime | None]
     last_error: Mapped[dict[str, Any] | None]
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: When the scheduler last enqueued a scheduled sync (its due check reads this).
+    last_scheduled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=_NOW)
     updated_at: Mapped[datetime] = mapped_column(server_default=_NOW)
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import psycopg
 from croniter import croniter
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import ColumnElement, func, select, update
@@ -90,6 +91,7 @@ __all__ = [
     "EventSink",
     "IntegrationInfo",
     "Registry",
+    "ResumeContext",
     "ResumeHook",
     "TenantInfo",
     "validate_cron",
@@ -191,6 +193,7 @@ class IntegrationInfo:
     last_failure_at: datetime | None
     last_error: dict[str, Any] | None
     consecutive_failures: int
+    last_scheduled_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -209,6 +212,7 @@ class IntegrationInfo:
             last_failure_at=row.last_failure_at,
             last_error=row.last_error,
             consecutive_failures=row.consecutive_failures,
+            last_scheduled_at=row.last_scheduled_at,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -227,6 +231,7 @@ class IntegrationInfo:
             "last_failure_at": _iso(self.last_failure_at),
             "last_error": self.last_error,
             "consecutive_failures": self.consecutive_failures,
+            "last_scheduled_at": _iso(self.last_scheduled_at),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
@@ -278,18 +283,30 @@ class EventSink(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeContext:
+    """What the ``on_resume`` hook gets: the resume's transaction (as the SQLAlchemy
+    ``session`` and as its psycopg ``connection``: write through either, so everything
+    commits or rolls back together), the integration as it now is (``active``), the status
+    it had, and who resumed it (``actor``, may be None)."""
+
+    session: AsyncSession
+    connection: psycopg.AsyncConnection[Any]
+    integration: IntegrationInfo
+    previous_status: str
+    actor: str | None
+
+
 class ResumeHook(Protocol):
     """Called by :meth:`Registry.resume` inside its transaction, after the integration is
-    back to ``active`` and before commit (the failure policy resolves the open incident
-    here). ``session`` is the transaction's: write through it so everything commits or
-    rolls back together (``(await session.connection()).get_raw_connection()`` gives its
-    psycopg connection); append events with :meth:`Registry.append_event`. Raising aborts
-    the resume."""
+    back to ``active`` with its counters reset and its ``resumed`` event appended, before
+    commit: the failure policy resolves the open incident here. Raising aborts the resume
+    (nothing is written). Events appended with :meth:`Registry.append_event` through
+    ``ctx.session`` reach the sinks; rows written through ``ctx.connection`` do not (an
+    exporter catches up with :meth:`Registry.stream`)."""
 
-    def __call__(
-        self, session: AsyncSession, integration: IntegrationInfo, previous_status: str
-    ) -> Awaitable[None]:
-        """Finish the resume of ``integration``, which was ``previous_status``."""
+    def __call__(self, ctx: ResumeContext) -> Awaitable[None]:
+        """Finish the resume described by ``ctx``."""
         ...
 
 
@@ -824,7 +841,9 @@ class Registry:
                 consecutive_failures=0,
             )
             if self.on_resume is not None:
-                await self.on_resume(session, info, previous)
+                await self.on_resume(
+                    ResumeContext(session, await _driver_connection(session), info, previous, actor)
+                )
             return info
 
     async def disable(
@@ -1035,8 +1054,7 @@ class Registry:
         async with self.transaction() as session:
             row = await self._integration(session, integration_id, lock=True)
             self._require_runnable(row, await self._tenant(session, row.tenant_id))
-            raw = await (await session.connection()).get_raw_connection()
-            conn: Any = raw.driver_connection
+            conn = await _driver_connection(session)
             jobs: list[uuid.UUID | None] = []
             for name in names:
                 jobs.append(
@@ -1120,6 +1138,15 @@ class Registry:
         if row.status == "disabled":
             raise InvalidTransition(f"integration {row.id!r} is disabled; resume it first")
         Registry._require_active(tenant)
+
+
+async def _driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under ``session``, in the session's transaction."""
+    raw = await (await session.connection()).get_raw_connection()
+    conn = raw.driver_connection
+    if not isinstance(conn, psycopg.AsyncConnection):  # pragma: no cover - engine misuse
+        raise TypeError("the registry's engine must use the psycopg driver")
+    return conn
 
 
 def _with_actor(data: dict[str, Any], actor: str | None) -> dict[str, Any]:
