@@ -415,7 +415,8 @@ class Schedules:
                     return
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
-            except (QueueError, psycopg.Error, RuntimeError) as exc:
+            except (QueueError, psycopg.Error, ValueError, RuntimeError) as exc:
+                # ValueError covers croniter's errors (an expression that stopped matching).
                 # One broken schedule must not stop the others; it stays due.
                 result.failed += 1
                 log.error("schedule %r: cannot enqueue its fire: %s", name, exc)
