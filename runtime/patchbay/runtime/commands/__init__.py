@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import connectors, jobs, migrate, queues, run, schedules, secrets
+from . import connectors, jobs, migrate, queues, run, schedules, secrets, webhooks
 
 __all__ = ["register_all"]
 
-GROUPS = (migrate, queues, jobs, run, secrets, schedules, connectors)
+GROUPS = (migrate, queues, jobs, run, secrets, schedules, connectors, webhooks)
 
 
 def register_all(sub: argparse._SubParsersAction[Any]) -> None:
