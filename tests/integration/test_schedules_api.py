@@ -180,6 +180,9 @@ async def test_timedelta_options_are_stored_as_seconds(frozen: Any) -> None:
         ({"id": "6f1c1f2e-58b4-4a4e-9d0b-3c4f4f1d2a10"}, InvalidOption),
         ({"start_after": datetime(2030, 1, 1, tzinfo=UTC)}, InvalidOption),
         ({"group": ""}, InvalidOption),
+        ({"debounce": 60, "singleton_key": "k"}, InvalidOption),
+        ({"throttle": 60}, InvalidOption),  # a window needs a key
+        ({"singleton_key": ""}, InvalidOption),
     ],
 )
 async def test_bad_input_is_a_typed_error_and_writes_nothing(

@@ -109,6 +109,21 @@ async def test_send_options_reach_the_job(env: Env) -> None:
     assert group_key == "tenant-7"
 
 
+async def test_a_fire_is_a_send_queue_policies_and_events_apply(env: Env) -> None:
+    client = env.client
+    await client.create_queue("tenant-sync", policy="short", events=True)
+    await client.schedule("sync-t1", "*/5 * * * *", "tenant-sync", singleton_key="t1")
+    await env.tick_at(at(10, 0, 1))
+    [first] = await env.jobs("tenant-sync")
+    events = await client.job_events(first[0])
+    assert [str(e.kind) for e in events] == ["created"]
+    # The 10:00 job has not started: the "short" policy refuses a second queued job of
+    # key t1. The fire is still handled once (recorded), and no second job appears.
+    result = await env.tick_at(at(10, 5, 1))
+    assert len(result.fires) == 1
+    assert [j[0] for j in await env.jobs("tenant-sync")] == [first[0]]
+
+
 async def test_missed_fires_are_skipped_without_catch_up(env: Env) -> None:
     client = env.client
     await client.schedule("r", "*/5 * * * *", "reports")

@@ -9,8 +9,9 @@ an IANA time zone, exactly once per fire however many daemons run.
 
 Guarantee. Each (schedule, fire time) is enqueued at most once: the ``schedule_fire`` row
 of the fire, whose primary key is (schedule, fire_at), is inserted in the same transaction
-as the job, and the job's id is derived from the pair (UUID version 5), so a repeated
-enqueue is a no-op both at the fire and at the job level. This holds for any number of
+as the job (sent with ``client.send(..., conn=)``, so queue policies and job events apply),
+and the job's id is derived from the pair (UUID version 5), so a repeated enqueue is a
+no-op both at the fire and at the job level. This holds for any number of
 daemons ticking at once, with or without the maintenance lock (which only spares them the
 same work). Each fire is enqueued at least once if some daemon ticks within
 ``misfire_grace`` of it; fires older than that follow the catch-up rule below.
@@ -80,7 +81,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ._cron import CronSchedule
-from ._send import SendBuilder, check_inserted
+from ._send import SendBuilder
 from .errors import (
     InvalidName,
     InvalidOption,
@@ -105,6 +106,7 @@ _FIRE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "patchbay:schedule-fire")
 _CLAIM_ATTEMPTS = 5
 _PRUNE_EVERY_S = 60.0
 _CRON_CACHE_SIZE = 4096
+_ANY_ID = uuid.UUID(int=0)
 
 
 def validate_schedule_name(name: object) -> str:
@@ -232,9 +234,10 @@ class Schedules:
         """Create or update the schedule ``name``: send ``data`` to ``queue`` at each fire
         of ``cron`` (five fields, or ``@daily`` and the like) in the zone ``tz``.
 
-        ``options`` are send options (priority, retries, expire_in, group, a
-        ``start_after`` delay, ...), validated as ``send`` validates them; ``id`` is not
-        allowed (each fire's job id is derived from the schedule and fire time). Raises
+        ``options`` are send options (priority, retries, expire_in, group, singleton_key,
+        a ``start_after`` delay, ...), validated as ``send`` validates them; each fire is
+        sent with them, so the queue's policies apply. Not allowed: ``id`` (each fire's job
+        id is derived from the schedule and fire time) and ``debounce``. Raises
         InvalidName, InvalidSchedule, InvalidOption, InvalidPayload or QueueNotFound, and
         then writes nothing."""
         validate_schedule_name(name)
@@ -280,6 +283,11 @@ class Schedules:
                 "a schedule's jobs get their id from the schedule and the fire time; "
                 "id is not allowed"
             )
+        if options.get("debounce") is not None:
+            raise InvalidOption(
+                "a schedule's fires cannot be debounced (each fire is its own job); use "
+                "throttle or a singleton_key to keep fires from piling up"
+            )
         if isinstance(options.get("start_after"), datetime):
             raise InvalidOption(
                 "a schedule's start_after must be a delay (seconds or a timedelta), not a datetime"
@@ -289,8 +297,9 @@ class Schedules:
             for key, value in options.items()
             if value is not None
         }
-        # The same validation as send (unknown options, ranges, queue name, payload).
-        _, params = self._sends.one(queue, data, cast(SendOptions, stored))
+        # The same validation as the send of each fire (unknown options, ranges, queue
+        # name, payload), with the kind of id the fires get.
+        _, params = self._sends.one(queue, data, cast(SendOptions, {**stored, "id": _ANY_ID}))
         return str(params["data"][0]), stored
 
     def _same_times(self, cron: str, tz: str, spec: CronSchedule) -> bool:
@@ -443,11 +452,6 @@ class Schedules:
         fire_at = latest if latest is not None and latest >= expected else expected
         on_time = (now - fire_at).total_seconds() <= self.misfire_grace
         job_id = fire_job_id(row["name"], fire_at) if on_time or row["catch_up"] else None
-        send: dict[str, Any] | None = None
-        if job_id is not None:
-            options = cast(SendOptions, {**row["options"], "id": job_id})
-            _, send = self._sends.one(row["queue"], row["data"], options)
-            send["now"] = now
         params = {
             "name": row["name"],
             "revision": row["revision"],
@@ -467,9 +471,11 @@ class Schedules:
             if not claimed:
                 self.claims_lost += 1
                 return False
-            if recorded and send is not None:
-                cur = await conn.execute(sql["job_insert_many"], send)
-                check_inserted(row["queue"], await cur.fetchone())
+            if recorded and job_id is not None:
+                # A fire is a send, in this transaction: the queue's policies, singleton
+                # keys and job events apply as to any other send.
+                options = cast(SendOptions, {**row["options"], "id": job_id})
+                await self._client.send(row["queue"], row["data"], conn=conn, **options)
         if recorded:
             fire = ScheduleFire(row["name"], fire_at, params["covers_from"], job_id, now)
             result.fires.append(fire)
