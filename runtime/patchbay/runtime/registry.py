@@ -521,8 +521,7 @@ class Registry:
     ) -> AuditEvent:
         """Append an event of ``integration`` in ``session``'s transaction (one opened by
         :meth:`transaction`, or a hook's); ``data`` must be JSON and hold no secret."""
-        if not isinstance(kind, str) or not _EVENT_KIND.fullmatch(kind):
-            raise InvalidRegistryInput(f"event kind must be a lower-case identifier, got {kind!r}")
+        _event_kind(kind)
         statement = (
             insert(IntegrationEvent)
             .values(
@@ -674,15 +673,15 @@ class Registry:
         integration_id = _integration_id(integration_id)
         tenant = _tenant_id(tenant)
         cls = self.connector_class(connector)
-        model = self._validate_config(cls, tenant, config)
         cron = None if schedule is None else validate_cron(schedule)
-        stored = model.model_dump(mode="json", exclude_unset=True)
-        # Cheap refusals before a check() that may take seconds; all are checked again
-        # under lock in the transaction below.
+        # Refusals that need the database come first (an unknown tenant explains a config
+        # error about its references) and again under lock in the transaction below.
         async with self._sessions() as session:
             self._require_active(await self._tenant(session, tenant))
             if await session.get(Integration, integration_id) is not None:
                 raise IntegrationExists(f"integration {integration_id!r} exists already")
+        model = self._validate_config(cls, tenant, config)
+        stored = model.model_dump(mode="json", exclude_unset=True)
         if check:
             await self._check(cls, tenant, integration_id, model)
         now = self._now()
@@ -743,14 +742,14 @@ class Registry:
             await self._check(cls, current.tenant_id, current.id, model)
         async with self.transaction() as session:
             row = await self._integration(session, integration_id, lock=True)
+            old_config, old_schedule = dict(row.config), row.schedule
             changes: dict[str, Any] = {}
-            if stored is not None and stored != row.config:
-                keys = set(stored) | set(row.config)
+            changed: list[str] = []
+            if stored is not None and stored != old_config:
                 changes["config"] = stored
-                changed = sorted(k for k in keys if stored.get(k) != row.config.get(k))
-            else:
-                changed = []
-            if (cron is not None or clear_schedule) and cron != row.schedule:
+                keys = set(stored) | set(old_config)
+                changed = sorted(k for k in keys if stored.get(k) != old_config.get(k))
+            if (cron is not None or clear_schedule) and cron != old_schedule:
                 changes["schedule"] = cron
             if not changes:
                 return IntegrationInfo.from_model(row)
@@ -768,7 +767,7 @@ class Registry:
             if changed:
                 data["config_fields"] = changed
             if "schedule" in changes:
-                data["schedule"] = {"from": row.schedule, "to": cron}
+                data["schedule"] = {"from": old_schedule, "to": cron}
             await self.append_event(session, info, "config_changed", _with_actor(data, actor))
             return info
 
@@ -1021,6 +1020,7 @@ class Registry:
     ) -> AuditEvent:
         """Append an event of another service (``synced`` with counts, ``needs_attention``,
         ...) in a transaction of its own; sinks hear it after commit."""
+        _event_kind(kind)
         async with self.transaction() as session:
             row = await self._integration(session, integration_id)
             return await self.append_event(session, row, kind, data)
@@ -1147,6 +1147,12 @@ async def _driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[A
     if not isinstance(conn, psycopg.AsyncConnection):  # pragma: no cover - engine misuse
         raise TypeError("the registry's engine must use the psycopg driver")
     return conn
+
+
+def _event_kind(kind: object) -> str:
+    if not isinstance(kind, str) or not _EVENT_KIND.fullmatch(kind):
+        raise InvalidRegistryInput(f"event kind must be a lower-case identifier, got {kind!r}")
+    return kind
 
 
 def _with_actor(data: dict[str, Any], actor: str | None) -> dict[str, Any]:
