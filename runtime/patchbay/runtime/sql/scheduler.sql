@@ -20,3 +20,6 @@ where id = any(%(ids)s::text[]);
 -- name: tenant_get_limits
 select id, status, starts_per_interval, start_interval_s, sync_schedule
 from {schema}.tenant where id = %(tenant)s;
+
+-- name: tenant_list_for_schedules
+select id, status, sync_schedule from {schema}.tenant order by id;
