@@ -16,7 +16,13 @@ BenchFn = Callable[[str], Awaitable[list[dict[str, Any]]]]
 REGISTRY: dict[str, BenchFn] = {}
 
 # Modules whose benchmarks ``python -m bench`` knows, in the order they run.
-MODULES = ["bench.queue_core", "bench.queue_control", "bench.runtime", "bench.secrets"]
+MODULES = [
+    "bench.queue_core",
+    "bench.queue_control",
+    "bench.runtime",
+    "bench.secrets",
+    "bench.webhooks",
+]
 
 
 def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:

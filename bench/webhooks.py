@@ -1,0 +1,110 @@
+"""Webhook benchmarks: ``webhook_deliver``, signed deliveries per second to a local
+receiver.
+
+A backlog of events is sent first (``send_event``, one transaction each: message, one
+delivery per endpoint, jobs), reported as ``mode: send`` in events/s. Then one worker
+delivers the backlog (``mode: deliver``): per delivery, one read joining delivery, message
+and endpoint, the secret from the vault's cache, HMAC signing, an HTTP POST over a kept-alive
+connection, and one statement recording the attempt; the queue's fetch and completion are
+batched. The receiver is ``http.server`` in a separate process (so it does not share the
+worker's interpreter lock), answering 200 at once.
+
+A schema of its own (``bench_webhooks_<pid>``) is migrated and dropped at the end. Sizes
+can be changed through ``PATCHBAY_BENCH_WEBHOOKS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from multiprocessing.queues import Queue
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import benchmark
+from patchbay.connectors.webhooks import Webhooks
+from patchbay.queue import QueueClient, migrate_sync
+from patchbay.secrets import LocalKeyProvider, Vault, generate_master_key
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(f"PATCHBAY_BENCH_WEBHOOKS_{name}", str(default)))
+
+
+EVENTS = _int("EVENTS", 3_000)
+TENANTS = _int("TENANTS", 10)
+CONCURRENCY = _int("CONCURRENCY", 50)
+
+
+def _serve(ports: Queue[int]) -> None:
+    from patchbay.connectors.webhooks.testing import Receiver
+
+    receiver = Receiver()
+    ports.put(receiver.port)
+    receiver._server.serve_forever()
+
+
+async def _succeeded(url: str, schema: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            sql.SQL("select count(*) from {}.webhook_delivery where state = 'succeeded'").format(
+                sql.Identifier(schema)
+            )
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+@benchmark("webhook_deliver")
+async def webhook_deliver(url: str) -> list[dict[str, Any]]:
+    """Events sent per second, and signed deliveries per second to a local receiver."""
+    schema = f"bench_webhooks_{os.getpid()}"
+    migrate_sync(url, schema)
+    context = multiprocessing.get_context("spawn")
+    ports: Queue[int] = context.Queue()
+    server = context.Process(target=_serve, args=(ports,), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=30)
+        keys = LocalKeyProvider([generate_master_key("bench")])
+        async with (
+            Vault(url, schema=schema, keys=keys) as vault,
+            QueueClient(url, schema=schema, pool_max=16, redact=vault.redactor) as client,
+            Webhooks(client, vault, allowed_networks=["127.0.0.1/32"]) as webhooks,
+        ):
+            await webhooks.setup()
+            tenants = [f"tenant-{t:03d}" for t in range(TENANTS)]
+            for tenant in tenants:
+                await webhooks.add_endpoint(tenant, f"http://127.0.0.1:{port}/{tenant}")
+            payload = {"id": "evt", "object": "invoice", "amount": 4200, "note": "x" * 300}
+
+            started = time.perf_counter()
+            for n in range(EVENTS):
+                await webhooks.send_event(tenants[n % TENANTS], "invoice.paid", payload)
+            send_s = time.perf_counter() - started
+
+            started = time.perf_counter()
+            worker = await webhooks.work(concurrency=CONCURRENCY, poll_interval=0.05)
+            while await _succeeded(url, schema) < EVENTS:
+                await asyncio.sleep(0.05)
+            deliver_s = time.perf_counter() - started
+            await worker.stop()
+        common = {"events": EVENTS, "tenants": TENANTS}
+        return [
+            {"mode": "send", "events_per_s": round(EVENTS / send_s, 1), **common},
+            {
+                "mode": "deliver",
+                "deliveries_per_s": round(EVENTS / deliver_s, 1),
+                "concurrency": CONCURRENCY,
+                **common,
+            },
+        ]
+    finally:
+        server.terminate()
+        server.join(10)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
