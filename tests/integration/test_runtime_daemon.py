@@ -106,3 +106,27 @@ def test_production_mode_refuses_to_start_without_master_keys(
     )
     assert result.returncode == 1
     assert "no master keys configured" in result.stderr
+
+
+def test_tenant_channels_come_from_settings() -> None:
+    from patchbay.runtime.daemon import DaemonConfigError, tenant_channels_from
+
+    settings = DaemonSettings(
+        notify_tenants={
+            "acme": [
+                {"type": "slack", "url": "https://hooks.example.com/x"},
+                {
+                    "type": "email",
+                    "host": "smtp.example.com",
+                    "sender": "pb@example.com",
+                    "recipients": ["ops@acme.example"],
+                },
+            ]
+        }
+    )
+    channels = tenant_channels_from(settings)
+    assert [c.name for c in channels["acme"]] == ["acme:slack:0", "acme:email:1"]
+    with pytest.raises(DaemonConfigError, match="unknown type"):
+        tenant_channels_from(DaemonSettings(notify_tenants={"a": [{"type": "pager"}]}))
+    with pytest.raises(DaemonConfigError, match="incomplete"):
+        tenant_channels_from(DaemonSettings(notify_tenants={"a": [{"type": "slack"}]}))

@@ -63,6 +63,38 @@ class DaemonParts:
     workers: list[Worker] = field(default_factory=list)
 
 
+def channel_from_config(config: Mapping[str, Any], name: str) -> Channel:
+    """One channel from its settings entry (``type``: slack, email or log)."""
+    kind = config.get("type")
+    try:
+        if kind == "slack":
+            return SlackChannel(str(config["url"]), name=name)
+        if kind == "email":
+            return EmailChannel(
+                str(config["host"]),
+                str(config["sender"]),
+                list(config["recipients"]),
+                port=int(config.get("port", 25)),
+                name=name,
+            )
+        if kind == "log":
+            return LogChannel(name=name)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DaemonConfigError(f"notification channel {name!r} is incomplete: {exc}") from exc
+    raise DaemonConfigError(f"notification channel {name!r} has unknown type {kind!r}")
+
+
+def tenant_channels_from(settings: DaemonSettings) -> dict[str, list[Channel]]:
+    """Per-tenant channels from ``notify_tenants`` (named ``<tenant>:<type>:<n>``)."""
+    return {
+        tenant: [
+            channel_from_config(config, f"{tenant}:{config.get('type')}:{index}")
+            for index, config in enumerate(configs)
+        ]
+        for tenant, configs in settings.notify_tenants.items()
+    }
+
+
 def channels_from(settings: DaemonSettings) -> list[Channel]:
     """The deployment's notification channels from its settings."""
     found: list[Channel] = []
@@ -141,7 +173,11 @@ class Daemon:
                 client, [cls() for cls in connectors.values()], vault=vault, hooks=tracker
             )
             scheduler = TenantScheduler(client, executor, tick=settings.scheduler_tick)
-            notifier = Notifier(client, [*channels_from(settings), *self._channels])
+            notifier = Notifier(
+                client,
+                [*channels_from(settings), *self._channels],
+                tenant_channels=tenant_channels_from(settings),
+            )
             await scheduler.ensure_queues()
             await tracker.ensure_queue()
             parts = DaemonParts(client, vault, executor, scheduler, tracker, notifier)

@@ -75,6 +75,13 @@ class DaemonSettings(BaseSettings):
         default_factory=list, description="Recipients of notification emails."
     )
 
+    notify_tenants: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description='Per-tenant channels, added to the deployment\'s: {"<tenant>": '
+        '[{"type": "slack", "url": ...} | {"type": "email", "host": ..., "sender": ..., '
+        '"recipients": [...]} | {"type": "log"}]}.',
+    )
+
     @field_validator("scheduler_tick")
     @classmethod
     def _cron(cls, value: str) -> str:
