@@ -5,11 +5,33 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import connectors, jobs, migrate, queues, run, schedules, secrets, webhooks
+from . import (
+    connectors,
+    integrations,
+    jobs,
+    migrate,
+    queues,
+    run,
+    schedules,
+    secrets,
+    tenants,
+    webhooks,
+)
 
 __all__ = ["register_all"]
 
-GROUPS = (migrate, queues, jobs, run, secrets, schedules, connectors, webhooks)
+GROUPS = (
+    migrate,
+    queues,
+    jobs,
+    run,
+    secrets,
+    schedules,
+    connectors,
+    webhooks,
+    tenants,
+    integrations,
+)
 
 
 def register_all(sub: argparse._SubParsersAction[Any]) -> None:
