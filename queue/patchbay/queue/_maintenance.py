@@ -94,6 +94,9 @@ class Maintenance:
                 await self.run_once()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("maintenance pass failed: %s", exc)
+            except Exception:
+                # Any other failure must not end maintenance for good: log it, try again.
+                log.exception("maintenance pass failed")
             await asyncio.sleep(self.interval)
 
     async def run_once(self) -> bool:
