@@ -178,7 +178,6 @@ def jobs(database_url: str, schema: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-@pytest.mark.smoke
 async def test_sync_now_enqueues_each_sync_job_type(
     registry: Registry, executor: ConnectorExecutor, database_url: str, schema: str
 ) -> None:

@@ -100,7 +100,6 @@ async def registry(database_url: str, schema: str) -> AsyncIterator[Registry]:
         yield r
 
 
-@pytest.mark.smoke
 async def test_add_show_list(registry: Registry) -> None:
     added = await registry.add_integration(
         "acme-demo", tenant="acme", connector="demo", config=CONFIG, schedule="*/30 * * * *"
