@@ -197,14 +197,18 @@ def _moment(text: str | None, option: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Connector[Any], dict[str, Any], dict[str, str]]:
-    """The connector, the config and the secrets of a run or check; registers the secret
-    values for redaction, from log handlers too."""
+def _prepare(
+    args: argparse.Namespace, job_type: str | None = None
+) -> tuple[Connector[Any], dict[str, Any], dict[str, str]]:
+    """The connector, the config and the secrets of a run (of ``job_type``) or a check;
+    registers the secret values for redaction, from log handlers too."""
     redactor: Redactor = args.redactor
     install_log_redaction(redactor)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     connector = load_connector(args.connector)()
+    if job_type is not None:
+        connector.job_type(job_type)  # JobTypeNotFound names the ones it has
     config = _read_object(args.config, "config")
     try:
         connector.config_model.model_validate(config)
@@ -259,7 +263,7 @@ def _guarded(args: argparse.Namespace, body: Callable[[], Coroutine[Any, Any, in
 
 def _run(args: argparse.Namespace) -> int:
     args.redactor = Redactor()
-    connector, config, secrets = _prepare(args)
+    connector, config, secrets = _prepare(args, args.job_type)
     kind = connector.job_type(args.job_type)
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if kind.kind == "backfill":
