@@ -19,6 +19,7 @@ REGISTRY: dict[str, BenchFn] = {}
 MODULES = [
     "bench.queue_core",
     "bench.queue_control",
+    "bench.connectors",
     "bench.runtime",
     "bench.secrets",
     "bench.webhooks",
