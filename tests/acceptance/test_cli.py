@@ -244,7 +244,7 @@ def test_help_lists_the_commands(cli_env: dict[str, str]) -> None:
 def test_run_demo_prints_what_it_does(
     database_url: str, fresh_schema: str, cli_env: dict[str, str]
 ) -> None:
-    result = Cli(database_url, fresh_schema, cli_env)("run", "--demo", "--duration", "3")
+    result = Cli(database_url, fresh_schema, cli_env)("run", "--demo", "queue", "--duration", "3")
     lines = result.stdout.splitlines()
     sent = [line for line in lines if line.startswith("sent job ")]
     done = [line for line in lines if "done on attempt" in line]
@@ -260,7 +260,16 @@ def test_run_demo_stops_gracefully_on_a_signal(
     database_url: str, fresh_schema: str, cli_env: dict[str, str], signum: signal.Signals
 ) -> None:
     proc = subprocess.Popen(
-        [PATCHBAY, "--database-url", database_url, "--schema", fresh_schema, "run", "--demo"],
+        [
+            PATCHBAY,
+            "--database-url",
+            database_url,
+            "--schema",
+            fresh_schema,
+            "run",
+            "--demo",
+            "queue",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -52,7 +52,7 @@ def test_without_a_url_an_embedded_postgres_is_started_and_reused(home: Path) ->
         assert result.returncode == 0, result.stderr
         return result
 
-    first = patchbay("run", "--demo", "--duration", "1")
+    first = patchbay("run", "--demo", "queue", "--duration", "1")
     assert f"using the embedded Postgres in {folder}" in first.stderr
     assert "done: sent" in first.stdout
     pid = (folder / "postmaster.pid").read_text().split()[0]

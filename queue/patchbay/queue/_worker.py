@@ -138,6 +138,11 @@ class _Completer:
                     if failures in (1, 10) or failures % 100 == 0:
                         log.warning("completion write failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
+                except psycopg.Error:
+                    # Not a connection problem: retrying the same batch would fail forever.
+                    # The jobs stay active and their leases expire, so they run again.
+                    log.exception("completion write failed; the batch's leases will expire")
+                    break
             if not self._pending.is_set():
                 self._idle.set()
                 if self._closing:
@@ -348,7 +353,9 @@ class Worker:
                     cur = await conn.execute(statement, params)
                     rows = await cur.fetchall()
                 failures = 0
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except psycopg.Error as exc:
+                # Connection errors and anything else (a schema being migrated, a dropped
+                # table): the worker keeps trying with backoff instead of dying silently.
                 failures += 1
                 delay = min(_MAX_BACKOFF, 0.05 * 2**failures)
                 if failures in (1, 10) or failures % 100 == 0:

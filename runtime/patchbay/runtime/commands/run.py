@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ..daemon import Daemon, DaemonConfigError
 from ..demo import run_demo
+from ..queue_demo import run_queue_demo
 from ..settings import load_settings
 from .common import CommandError, database_url, schema_of
 
@@ -29,14 +30,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--config", type=Path, help="a JSON settings file (see docs)")
     parser.add_argument(
-        "--demo", action="store_true", help="run the guided demo and say what happens"
+        "--demo",
+        nargs="?",
+        const="runtime",
+        choices=["runtime", "queue"],
+        help="run a guided demo and say what happens: the whole runtime (default), or the "
+        "queue alone",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.demo:
+    if args.demo == "queue":
+        return asyncio.run(
+            run_queue_demo(database_url(args), schema_of(args), duration=args.duration)
+        )
+    if args.demo == "runtime":
         return asyncio.run(run_demo(database_url(args), schema_of(args), duration=args.duration))
     try:
         settings = load_settings(
