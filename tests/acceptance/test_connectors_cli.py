@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from patchbay_example_contacts.fake_api import FakeContactsApi
 
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PATCHBAY = str(BIN / "patchbay")
 TOKEN = "tok_cli_51c3d9e8a0"
@@ -252,3 +254,27 @@ def test_the_fake_api_command_serves_and_prints_its_url() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_example_readme_script_runs_as_written(
+    database_url: str, schema: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    readme = (REPO / "examples" / "contacts" / "README.md").read_text("utf-8")
+    [script] = re.findall(r"^```python\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    (tmp_path / "queue_demo.py").write_text(script, "utf-8")
+    # As the README's fake API command serves it: 250 contacts over January, demo-token.
+    with FakeContactsApi(contacts=250, tokens={"demo-token"}) as api:
+        env.update(
+            PATCHBAY_DATABASE_URL=database_url, PATCHBAY_SCHEMA=schema, CONTACTS_API_URL=api.url
+        )
+        result = subprocess.run(
+            [sys.executable, "queue_demo.py"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "sync: {'contacts': 250}\nbackfill: 7 of 7 days\n"
+    assert "demo-token" not in result.stderr
