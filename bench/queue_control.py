@@ -10,33 +10,19 @@ the same way in the same run), and fairness under a large backlog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from bench import benchmark
-from patchbay.queue import Job, JobSpec, QueueClient, migrate_sync
+from bench._support import temp_schema
+from patchbay.queue import Job, JobSpec, QueueClient
 
 JOBS = 20_000
 CONCURRENCY = 500
 ROUNDS = 3
-
-
-@contextlib.asynccontextmanager
-async def _schema(url: str) -> AsyncIterator[str]:
-    name = f"bench_ctl_{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(migrate_sync, url, name)
-    try:
-        yield name
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(name)))
 
 
 async def _fill(client: QueueClient, queue: str, keys: int, column: str | None) -> None:
@@ -55,7 +41,10 @@ async def _fill(client: QueueClient, queue: str, keys: int, column: str | None) 
 
 
 async def _drain_rate(url: str, *, group_limit: int | None, fair: bool, keys: int) -> float:
-    async with _schema(url) as schema, QueueClient(url, schema=schema, maintenance=False) as c:
+    async with (
+        temp_schema(url, "bench_ctl") as schema,
+        QueueClient(url, schema=schema, maintenance=False) as c,
+    ):
         settings: dict[str, Any] = {"fair": fair}
         if group_limit is not None:
             settings["group_limit"] = group_limit
@@ -116,7 +105,10 @@ async def drain_fair(url: str) -> list[dict[str, Any]]:
 @benchmark("fairness")
 async def fairness(url: str) -> list[dict[str, Any]]:
     """Tenant A: 100,000 queued; tenant B then sends 100; 8 workers: B's waits."""
-    async with _schema(url) as schema, QueueClient(url, schema=schema, maintenance=False) as c:
+    async with (
+        temp_schema(url, "bench_ctl") as schema,
+        QueueClient(url, schema=schema, maintenance=False) as c,
+    ):
         await c.create_queue("f", fair=True)
         for _ in range(20):
             await c.send_many("f", [{"t": "a"}] * 5_000, fairness_key="tenant-a")

@@ -8,19 +8,17 @@ out: seconds from the worker's start to the last of the 10,000 sync jobs committ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from bench import benchmark
+from bench._support import temp_schema
 from patchbay.connectors import Connector, ConnectorConfig, ConnectorExecutor, JobContext, sync
-from patchbay.queue import JobSpec, QueueClient, migrate_sync
+from patchbay.queue import JobSpec, QueueClient
 from patchbay.runtime.scheduler import SYNC_ALL_QUEUE, TenantScheduler
 
 TENANTS = 1_000
@@ -39,17 +37,6 @@ class _Noop(Connector[_Config]):
     @sync(every="*/15 * * * *")
     async def records(self, ctx: JobContext[_Config]) -> None:
         return None
-
-
-@contextlib.asynccontextmanager
-async def _schema(url: str) -> AsyncIterator[str]:
-    name = f"bench_rt_{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(migrate_sync, url, name)
-    try:
-        yield name
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(name)))
 
 
 def _populate(url: str, schema: str) -> None:
@@ -78,7 +65,7 @@ async def fanout(url: str) -> list[dict[str, Any]]:
     """1,000 tenants x 10 integrations fanned out by the sync_all worker."""
     results: list[dict[str, Any]] = []
     for concurrency in (16,):
-        async with _schema(url) as schema:
+        async with temp_schema(url, "bench_rt") as schema:
             await asyncio.to_thread(_populate, url, schema)
             async with QueueClient(url, schema=schema, maintenance=False, pool_max=20) as client:
                 executor = ConnectorExecutor(client, [_Noop()])
