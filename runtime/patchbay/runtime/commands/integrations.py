@@ -12,14 +12,16 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchbay.connectors import ConnectorExecutor
 from patchbay.queue import QueueClient
 
-from ..registry import IntegrationInfo, Registry
 from .common import CommandError, database_url, print_json, print_table, schema_of
 from .tenants import with_registry
+
+if TYPE_CHECKING:
+    from ..registry import IntegrationInfo, Registry
 
 __all__ = ["register"]
 

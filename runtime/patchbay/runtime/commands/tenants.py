@@ -7,17 +7,19 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from sqlalchemy.exc import DBAPIError
 
 from patchbay.secrets import LocalKeyProvider, SecretsError, Vault, load_key_provider
 
 from ..database import DATABASE_URL_ENV, data_home
 from ..errors import RegistryError
-from ..registry import Registry, TenantInfo
 from .common import CommandError, database_url, print_json, print_table, schema_of
+
+if TYPE_CHECKING:
+    # The registry (and SQLAlchemy) is imported when a command runs, not at start-up.
+    from ..registry import Registry, TenantInfo
 
 __all__ = ["register", "with_registry"]
 
@@ -94,6 +96,10 @@ def with_registry(
     """Run ``body`` with a Registry on this invocation's database and schema (and a vault,
     when ``vault`` is true); registry errors become CommandError, database errors the
     psycopg errors the ``patchbay`` command reports."""
+
+    from sqlalchemy.exc import DBAPIError
+
+    from ..registry import Registry
 
     async def go() -> int:
         url, schema = database_url(args), schema_of(args)
