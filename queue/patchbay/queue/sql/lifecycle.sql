@@ -185,6 +185,7 @@ moved as (
         started_at = null,
         finished_at = null,
         lease_expires_at = null,
+        output = null,
         progress = null,
         group_key = orig.group_key,
         rate_key = orig.rate_key,
