@@ -49,7 +49,6 @@ def key(contact: dict[str, Any]) -> tuple[datetime, str]:
     return parse_time(contact["updated_at"]), contact["id"]
 
 
-@pytest.mark.smoke
 def test_pages_list_every_contact_once_in_updated_at_order(
     api: FakeContactsApi, http: httpx.Client
 ) -> None:
