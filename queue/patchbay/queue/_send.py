@@ -1,9 +1,11 @@
 """Validation and parameters of ``send``/``send_many``, shared by the async and sync
 clients: everything is checked before any SQL runs, so bad input writes nothing.
 
-A send runs one statement, :attr:`SendPlan.statement`: ``job_insert_many``, or
-``job_insert_debounced`` for debounced sends. With singleton keys it may need a second,
-``job_find_singleton`` (see :meth:`SendPlan.results`); the clients run both the same way.
+A send runs one statement, :attr:`SendPlan.statement`: ``job_insert_many``;
+``job_insert_singleton`` when a job has a singleton key (same insert, and the holders of
+refused keys); ``job_insert_debounced`` for debounced sends. With singleton keys it may need
+a second, ``job_find_singleton`` (see :meth:`SendPlan.results`); the clients run both the
+same way.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _INT32_MIN = -(2**31)
 # Longest throttle or debounce window: ten years.
 MAX_WINDOW_S = 10 * 365.25 * 24 * 3600
 
-# Columns of the row job_insert_many and job_insert_debounced return.
+# Columns of the row the insert statements return (job_insert_many stops after _REFUSED).
 _QUEUE_FOUND, _INSERTED, _NOTIFIED, _REFUSED, _POLICY, _WINDOW, _SINGLETON_IDS = range(7)
 
 
@@ -95,9 +97,11 @@ class SendPlan(NamedTuple):
     @property
     def statement(self) -> str:
         """The name of the statement that runs this send."""
-        if self.params["debounce_s"] is None:
-            return "job_insert_many"
-        return "job_insert_debounced"
+        if self.params["debounce_s"] is not None:
+            return "job_insert_debounced"
+        if self.params["singleton_keys"] is not None:
+            return "job_insert_singleton"
+        return "job_insert_many"
 
     def results(
         self, queue: str, row: tuple[Any, ...] | None

@@ -9,6 +9,7 @@ psycopg can cache and prepare them.
 from __future__ import annotations
 
 import re
+import string
 from functools import cache
 from importlib import resources
 
@@ -50,9 +51,26 @@ class Statements:
         self.schema = schema
         ident = sql.Identifier(schema)
         raw = _raw_statements(package)
-        # Fragments (names starting with "_") are spliced into statements as {_name}.
-        fragments = {name: sql.SQL(body) for name, body in raw.items() if name.startswith("_")}
-        fragments = {n: f.format(schema=ident) for n, f in fragments.items()}  # type: ignore[misc]
+        # Fragments (names starting with "_") are spliced into statements as {_name}, and
+        # may themselves include other fragments.
+        fragments: dict[str, sql.Composed] = {}
+
+        def fragment(name: str, within: tuple[str, ...] = ()) -> sql.Composed:
+            if name in within:
+                raise ValueError(f"SQL fragment {name!r} includes itself")
+            if name not in fragments:
+                body = raw[name]
+                inner = {
+                    field: fragment(field, (*within, name))
+                    for _, field, _, _ in string.Formatter().parse(body)
+                    if field and field.startswith("_")
+                }
+                fragments[name] = sql.SQL(body).format(schema=ident, **inner)
+            return fragments[name]
+
+        for name in raw:
+            if name.startswith("_"):
+                fragment(name)
         self._rendered: dict[str, bytes] = {
             name: sql.SQL(body).format(schema=ident, **fragments).as_bytes(None)
             for name, body in raw.items()

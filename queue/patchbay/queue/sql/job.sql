@@ -1,14 +1,53 @@
 -- name: job_insert_many
 -- One statement for send and send_many: per-job columns come in as arrays, the policy from
 -- the call's options or else the queue's defaults. A job that would break a unique rule (a
--- repeated id; its singleton key's queue policy; its throttle window) is not inserted: ON
--- CONFLICT DO NOTHING without a target honours every unique index, and waits for a
--- concurrent sender's uncommitted job first, so a rollback there never leaves a key empty.
+-- repeated id; its singleton key's queue policy; its throttle window) is not inserted (see
+-- _job_insert). Sends with singleton keys use job_insert_singleton, which also says which
+-- job holds each refused key's place; this one stays lean enough for Postgres to keep one
+-- generic plan for it (no re-planning per send).
 -- refused: a singleton key was sent to a standard queue without a window; nothing was sent.
--- singleton_ids (only when a job has a key): per job in order, its own id if it was
--- inserted or already existed, else the job that holds its key's place, else null (that
--- job is not in this statement's snapshot: job_find_singleton reads it after).
--- Wakes listeners once per call when something is runnable now.
+{_job_insert}
+select (select count(*) from q) as queue_found,
+       (select count(*) from ins) as inserted,
+       (select count(*) from woke) as notified,
+       exists (select 1 from refused) as refused;
+
+-- name: job_insert_singleton
+-- job_insert_many for sends where some job has a singleton key, returning also:
+-- singleton_ids: per job in order, its own id if it was inserted or already existed, else
+-- the job that holds its key's place, else null (that job is not in this statement's
+-- snapshot: it committed while the insert waited for it; job_find_singleton reads it after).
+{_job_insert}
+select (select count(*) from q) as queue_found,
+       (select count(*) from ins) as inserted,
+       (select count(*) from woke) as notified,
+       exists (select 1 from refused) as refused,
+       (select q.policy from q) as policy,
+       {schema}.job_window_start(coalesce(%(now)s, now()), %(throttle_s)s::float8) as singleton_on,
+       (select array_agg(
+                   case when v.singleton_key is null or i.id is not null then v.id
+                   else coalesce(
+                       (select j.id from {schema}.job j where j.id = v.id),
+                       (select i2.id from ins i2
+                        where i2.singleton_key = v.singleton_key limit 1),
+                       {_job_singleton_holder})
+                   end
+                   order by v.ord)
+        from unnest(%(ids)s::uuid[], %(singleton_keys)s::text[]) with ordinality
+                 as v(id, singleton_key, ord)
+        cross join (select q.policy,
+                           {schema}.job_window_start(coalesce(%(now)s, now()),
+                                                     %(throttle_s)s::float8) as singleton_on
+                    from q) as hold
+        left join ins i on i.id = v.id
+       ) as singleton_ids;
+
+-- name: _job_insert
+-- Fragment of job_insert_many and job_insert_singleton: CTEs q (the queue), refused, ins
+-- (the inserted jobs) and woke. ON CONFLICT DO NOTHING without a target honours every
+-- unique index, and waits for a concurrent sender's uncommitted job first, so a rollback
+-- there never leaves a key empty. Wakes listeners once per call when something is
+-- runnable now.
 with q as (
     select * from {schema}.queue where name = %(queue)s
 ),
@@ -33,30 +72,6 @@ woke as (
     select pg_notify(%(channel)s, %(queue)s)
     from (select 1 from ins where start_after <= coalesce(%(now)s, now()) limit 1) as runnable
 )
-select (select count(*) from q) as queue_found,
-       (select count(*) from ins) as inserted,
-       (select count(*) from woke) as notified,
-       exists (select 1 from refused) as refused,
-       (select q.policy from q) as policy,
-       {schema}.job_window_start(coalesce(%(now)s, now()), %(throttle_s)s::float8) as singleton_on,
-       case when %(singleton_keys)s::text[] is not null then (
-           select array_agg(
-                      case when v.singleton_key is null or i.id is not null then v.id
-                      else coalesce(
-                          (select j.id from {schema}.job j where j.id = v.id),
-                          (select i2.id from ins i2
-                           where i2.singleton_key = v.singleton_key limit 1),
-                          {_job_singleton_holder})
-                      end
-                      order by v.ord)
-           from unnest(%(ids)s::uuid[], %(singleton_keys)s::text[]) with ordinality
-                    as v(id, singleton_key, ord)
-           cross join (select q.policy,
-                              {schema}.job_window_start(coalesce(%(now)s, now()),
-                                                        %(throttle_s)s::float8) as singleton_on
-                       from q) as hold
-           left join ins i on i.id = v.id
-       ) end as singleton_ids;
 
 -- name: _job_insert_columns
 -- Fragment: the job columns a send sets, in the order of _job_insert_values.
