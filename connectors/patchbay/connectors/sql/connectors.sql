@@ -10,9 +10,11 @@ set state = excluded.state, state_version = excluded.state_version, updated_at =
 
 -- name: connector_record_upsert_many
 -- Idempotent: an unchanged record is not rewritten (no new row version, no updated_at bump).
+-- The two arrays are passed in binary format: as text array literals, quoting ~100 KB of
+-- JSON per page made the statement about 4x slower (bench sync_records).
 insert into {schema}.connector_record (integration_id, stream, external_id, data)
 select %(integration)s, %(stream)s, r.external_id, r.data::jsonb
-from unnest(%(ids)s::text[], %(data)s::text[]) as r(external_id, data)
+from unnest(%(ids)b::text[], %(data)b::text[]) as r(external_id, data)
 on conflict (integration_id, stream, external_id) do update
 set data = excluded.data, updated_at = now()
 where {schema}.connector_record.data is distinct from excluded.data;
