@@ -185,6 +185,25 @@ async def test_singleton_jobs_without_a_key_run_in_parallel(
     gate.release.set()
 
 
+async def test_singleton_holds_in_a_fair_queue_too(
+    client: QueueClient, database_url: str, schema: str, eventually: Any
+) -> None:
+    await client.create_queue("q", policy="singleton", fair=True)
+    await client.send_many(
+        "q",
+        [JobSpec(f"{tenant}{n}", singleton_key="k") for n in range(2) for tenant in "ab"],
+        fairness_key="t",
+    )
+    await client.send_many("q", [JobSpec("other", singleton_key="x")], fairness_key="u")
+    gate = Gate()
+    worker = await client.work("q", gate, concurrency=10, poll_interval=0.05, shutdown_grace=1)
+    await eventually(lambda: len(gate.started) == 2)
+    await asyncio.sleep(0.2)
+    assert sorted(gate.started) == ["a0", "other"]
+    gate.release.set()
+    await eventually(lambda: worker.completed == 5)
+
+
 # -- stately -------------------------------------------------------------------------------
 
 
