@@ -4,6 +4,7 @@ commit; bad input gets a typed error and writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -408,3 +409,44 @@ def test_connector_mappings_are_checked() -> None:
         Registry("postgresql://unused/db", connectors={"other": Demo})
     with pytest.raises(InvalidConnector, match="not a Connector"):
         Registry("postgresql://unused/db", connectors=[dict])  # type: ignore[list-item]
+
+
+async def test_concurrent_adds_of_one_id_make_one_integration_and_one_event(
+    database_url: str, schema: str
+) -> None:
+    async with Registry(database_url, schema=schema, connectors=[Demo], pool_size=8) as registry:
+        await registry.add_tenant("acme")
+        results = await asyncio.gather(
+            *(
+                registry.add_integration(
+                    "acme-demo",
+                    tenant="acme",
+                    connector="demo",
+                    config={**CONFIG, "page_size": n},
+                )
+                for n in range(1, 9)
+            ),
+            return_exceptions=True,
+        )
+        added = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, IntegrationExists)]
+        assert len(added) == 1 and len(refused) == 7, results
+        assert await registry.get_integration("acme-demo") == added[0]
+        assert [e.kind for e in await registry.events("acme-demo")] == ["created"]
+
+
+async def test_concurrent_pauses_and_resumes_record_every_change_in_order(
+    database_url: str, schema: str
+) -> None:
+    async with Registry(database_url, schema=schema, connectors=[Demo], pool_size=8) as registry:
+        await registry.add_tenant("acme")
+        await registry.add_integration("acme-demo", tenant="acme", connector="demo", config=CONFIG)
+        calls = [registry.pause("acme-demo"), registry.resume("acme-demo")] * 6
+        await asyncio.gather(*calls)
+        events = await registry.events("acme-demo")
+        # Each recorded change starts from the status the previous one left.
+        status = "active"
+        for event in events[1:]:
+            assert event.data["from"] == status, events
+            status = "paused" if event.kind == "paused" else "active"
+        assert (await registry.get_integration("acme-demo")).status == status

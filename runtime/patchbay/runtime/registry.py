@@ -637,13 +637,20 @@ class Registry:
             return TenantInfo.from_model(updated)
 
     async def _tenant(
-        self, session: AsyncSession, tenant_id: object, *, lock: bool = False
+        self,
+        session: AsyncSession,
+        tenant_id: object,
+        *,
+        lock: bool = False,
+        share: bool = False,
     ) -> Tenant:
+        # ``share``: the tenant's status cannot change before this transaction ends, while
+        # other transactions that only read it (adding integrations) go on in parallel.
         if not isinstance(tenant_id, str):
             raise TenantNotFound(f"no tenant {tenant_id!r}")
         query = select(Tenant).where(Tenant.id == tenant_id)
-        if lock:
-            query = query.with_for_update()
+        if lock or share:
+            query = query.with_for_update(read=not lock)
         row = (await session.scalars(query)).one_or_none()
         if row is None:
             raise TenantNotFound(f"no tenant {tenant_id!r} (add it with `patchbay tenants add`)")
@@ -700,7 +707,7 @@ class Registry:
             .returning(Integration)
         )
         async with self.transaction() as session:
-            self._require_active(await self._tenant(session, tenant, lock=True))
+            self._require_active(await self._tenant(session, tenant, share=True))
             row = (await session.scalars(statement)).one_or_none()
             if row is None:
                 raise IntegrationExists(f"integration {integration_id!r} exists already")
@@ -828,7 +835,7 @@ class Registry:
             row = await self._integration(session, integration_id, lock=True)
             if row.status == "active":
                 return IntegrationInfo.from_model(row)
-            self._require_active(await self._tenant(session, row.tenant_id))
+            self._require_active(await self._tenant(session, row.tenant_id, share=True))
             previous = row.status
             info = await self._transition(
                 session,
@@ -1053,7 +1060,7 @@ class Registry:
         await executor.ensure_queues()
         async with self.transaction() as session:
             row = await self._integration(session, integration_id, lock=True)
-            self._require_runnable(row, await self._tenant(session, row.tenant_id))
+            self._require_runnable(row, await self._tenant(session, row.tenant_id, share=True))
             conn = await _driver_connection(session)
             jobs: list[uuid.UUID | None] = []
             for name in names:
