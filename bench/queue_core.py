@@ -1,11 +1,11 @@
 """Queue core benchmarks (issue 2, section 4): send_single, send_batch, drain, latency, backlog.
 
-Every benchmark migrates a schema of its own (``bench_<name>_<pid>``) and drops it at the
-end. Workers run in separate processes (multiprocessing ``spawn``), each with its own
-``QueueClient``, the way ``patchbay run`` daemons would; the parent only enqueues, starts
-them and watches. ``vacuum analyze`` runs after bulk loads, where a real deployment's
-autovacuum would have (the job table would otherwise have no statistics at all when
-autovacuum is off, as it is on the benchmark machine).
+Every benchmark migrates a schema of its own (``b<pid>``, as long as the default name) and
+drops it at the end. Workers run in separate processes (multiprocessing ``spawn``), each
+with its own ``QueueClient``, the way ``patchbay run`` daemons would; the parent only
+enqueues, starts them and watches. ``vacuum analyze`` runs after bulk loads, where a real
+deployment's autovacuum would have (the job table would otherwise have no statistics at
+all when autovacuum is off, as it is on the benchmark machine).
 
 Figures: ``jobs_per_s``, ``p50_ms``/``p95_ms``/``p99_ms``, ``ratio``, ``rss_mb``, plus the
 settings that produced them (batch size, processes, concurrency). Sizes can be changed for
@@ -101,8 +101,12 @@ def _vacuum(url: str, schema: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _schema(url: str, name: str) -> AsyncIterator[str]:
-    schema = f"bench_{name}_{os.getpid()}"
+async def _schema(url: str) -> AsyncIterator[str]:
+    # As long as the default schema name, "patchbay": the name is spelled into every
+    # statement, and psycopg re-parses (does not cache) statements over 4096 bytes, so a
+    # longer name could measure a cost a default deployment does not pay. Unique per
+    # process; the benchmarks of one run use it one after another.
+    schema = f"b{os.getpid() % 10**7:07d}"
     drop = "drop schema if exists {schema} cascade"
     await asyncio.to_thread(_run_sql, url, schema, drop)
     await asyncio.to_thread(migrate_sync, url, schema)
@@ -133,7 +137,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 @benchmark("send_single")
 async def send_single(url: str) -> list[dict[str, Any]]:
     """One awaited ``send`` at a time, each its own transaction."""
-    async with _schema(url, "send_single") as schema, QueueClient(url, schema=schema) as client:
+    async with _schema(url) as schema, QueueClient(url, schema=schema) as client:
         await client.create_queue(QUEUE)
         for i in range(200):  # warm the pool and psycopg's prepared statements
             await client.send(QUEUE, {"n": i})
@@ -154,7 +158,7 @@ async def send_single(url: str) -> list[dict[str, Any]]:
 async def send_batch(url: str) -> list[dict[str, Any]]:
     """``send_many`` in batches of each size in SEND_BATCH_SIZES, into an empty table."""
     results: list[dict[str, Any]] = []
-    async with _schema(url, "send_batch") as schema, QueueClient(url, schema=schema) as client:
+    async with _schema(url) as schema, QueueClient(url, schema=schema) as client:
         await client.create_queue(QUEUE)
         for size in SEND_BATCH_SIZES:
             await asyncio.to_thread(_run_sql, url, schema, "truncate {schema}.job")
@@ -221,7 +225,7 @@ async def _worker_main(
         schema=schema,
         pool_min=WORKER_POOL,
         pool_max=max(WORKER_POOL, 8),
-        application_name=f"bench-worker-{index}",
+        application_name=f"bench-{schema}-w{index}",
     )
     async with client:
         out.put(("ready", index, None))
@@ -253,6 +257,32 @@ async def _worker_main(
             "latencies_ns": latencies_ns,
         }
     out.put(("done", index, figures))
+
+
+def _backend_cpu(url: str, application_prefix: str) -> dict[int, float]:
+    """CPU seconds so far of the server backends whose application_name starts with
+    ``application_prefix``, read from /proc: only when Postgres runs on this host."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "select pid from pg_stat_activity where application_name like %s",
+                (application_prefix + "%",),
+            )
+        ]
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    seconds: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm", encoding="ascii") as comm:
+                if comm.read().strip() != "postgres":
+                    continue
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
 
 
 def _peak_rss_mb() -> float:
@@ -346,12 +376,16 @@ class _Workers:
 async def _drain(url: str, schema: str, jobs: int, processes: int) -> dict[str, Any]:
     """Drain ``jobs`` queued jobs of QUEUE with ``processes`` worker processes."""
     workers = _Workers("drain", url, schema, QUEUE, processes)
+    backends = f"bench-{schema}-w"
     try:
+        db_cpu_before = await asyncio.to_thread(_backend_cpu, url, backends)
         started = await workers.start()
         await workers.wait_total(jobs)
+        db_cpu_after = await asyncio.to_thread(_backend_cpu, url, backends)
         results = await workers.finish()
     finally:
         workers.close()
+    db_cpu = sum(t - db_cpu_before.get(pid, 0.0) for pid, t in db_cpu_after.items())
     ended = max(r["last_completion"] for r in results if r["last_completion"] is not None)
     completed = sum(r["completed"] for r in results)
     rows = await asyncio.to_thread(
@@ -373,6 +407,9 @@ async def _drain(url: str, schema: str, jobs: int, processes: int) -> dict[str, 
         "fetches": sum(r["fetches"] for r in results),
         # CPU time of the worker processes (user + system) per job: the engine's own cost.
         "worker_cpu_us_per_job": round(sum(r["cpu_s"] for r in results) / jobs * 1e6, 1),
+        # CPU time of the workers' Postgres backends per job (when Postgres runs on this
+        # host; else 0): what fetch and completion cost the server.
+        "db_cpu_us_per_job": round(db_cpu / jobs * 1e6, 1),
     }
 
 
@@ -383,7 +420,7 @@ async def _drain(url: str, schema: str, jobs: int, processes: int) -> dict[str, 
 async def drain(url: str) -> list[dict[str, Any]]:
     """DRAIN_JOBS no-op jobs enqueued beforehand, drained by 1 and 2 worker processes."""
     results: list[dict[str, Any]] = []
-    async with _schema(url, "drain") as schema:
+    async with _schema(url) as schema:
         async with QueueClient(url, schema=schema) as client:
             await client.create_queue(QUEUE)
         for processes in DRAIN_PROCESSES:
@@ -403,7 +440,7 @@ async def drain(url: str) -> list[dict[str, Any]]:
 async def latency(url: str) -> list[dict[str, Any]]:
     """An idle worker process; jobs sent LATENCY_GAP_S apart from this process; time from
     just before ``send`` to the handler's first line, on the same host's clock."""
-    async with _schema(url, "latency") as schema, QueueClient(url, schema=schema) as client:
+    async with _schema(url) as schema, QueueClient(url, schema=schema) as client:
         await client.create_queue(QUEUE)
         workers = _Workers("latency", url, schema, QUEUE, 1)
         try:
@@ -485,7 +522,7 @@ def _fill_backlog(url: str, schema: str) -> None:
 async def backlog(url: str) -> list[dict[str, Any]]:
     """Drain rate of BACKLOG_JOBS with a million other rows in the job table, over the rate
     of the same jobs in an otherwise empty table."""
-    async with _schema(url, "backlog") as schema, QueueClient(url, schema=schema) as client:
+    async with _schema(url) as schema, QueueClient(url, schema=schema) as client:
         await client.create_queue(QUEUE)
         await client.create_queue(OTHER_QUEUE)
 
