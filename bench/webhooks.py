@@ -16,10 +16,9 @@ can be changed through ``PATCHBAY_BENCH_WEBHOOKS_*`` environment variables.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
+import sys
 import time
-from multiprocessing.queues import Queue
 from typing import Any
 
 import psycopg
@@ -40,12 +39,14 @@ TENANTS = _int("TENANTS", 10)
 CONCURRENCY = _int("CONCURRENCY", 50)
 
 
-def _serve(ports: Queue[int]) -> None:
-    from patchbay.connectors.webhooks.testing import Receiver
-
-    receiver = Receiver()
-    ports.put(receiver.port)
-    receiver._server.serve_forever()
+# The receiver process: prints its port, then serves until killed.
+_SERVE = (
+    "from patchbay.connectors.webhooks.testing import Receiver\n"
+    "import threading\n"
+    "receiver = Receiver().start()\n"
+    "print(receiver.port, flush=True)\n"
+    "threading.Event().wait()\n"
+)
 
 
 async def _succeeded(url: str, schema: str) -> int:
@@ -64,12 +65,12 @@ async def webhook_deliver(url: str) -> list[dict[str, Any]]:
     """Events sent per second, and signed deliveries per second to a local receiver."""
     schema = f"bench_webhooks_{os.getpid()}"
     migrate_sync(url, schema)
-    context = multiprocessing.get_context("spawn")
-    ports: Queue[int] = context.Queue()
-    server = context.Process(target=_serve, args=(ports,), daemon=True)
-    server.start()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SERVE, stdout=asyncio.subprocess.PIPE
+    )
     try:
-        port = ports.get(timeout=30)
+        assert server.stdout is not None
+        port = int(await server.stdout.readline())
         keys = LocalKeyProvider([generate_master_key("bench")])
         async with (
             Vault(url, schema=schema, keys=keys) as vault,
@@ -105,6 +106,6 @@ async def webhook_deliver(url: str) -> list[dict[str, Any]]:
         ]
     finally:
         server.terminate()
-        server.join(10)
+        await server.wait()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
