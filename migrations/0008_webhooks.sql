@@ -42,6 +42,9 @@ create table webhook_message (
 -- Listing and replaying a tenant's messages by time.
 create index webhook_message_tenant_idx on webhook_message (tenant, created_at, id);
 
+-- Retention deletes the oldest messages of every tenant.
+create index webhook_message_created_idx on webhook_message (created_at);
+
 -- One delivery of one message to one endpoint; its id is also its job's id in the
 -- webhook.deliver queue. attempts and next_attempt_at are the retry schedule's state: a
 -- job re-run after a lost lease reads them and keeps to the schedule.

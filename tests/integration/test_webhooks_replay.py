@@ -146,3 +146,21 @@ async def test_replay_by_time_range_and_only_what_failed(
         await settle(webhooks, mid)
     states = [d.state for mid in ids for d in await webhooks.deliveries(mid)]
     assert states.count(DeliveryState.FAILED) == 2  # the original failures stay recorded
+
+
+async def test_purge_deletes_old_messages_with_their_deliveries_and_attempts(
+    webhooks: Webhooks, receiver: Receiver, clock: FrozenClock
+) -> None:
+    await webhooks.add_endpoint("acme", receiver.url)
+    old = [await webhooks.send_event("acme", "a", {"n": n}) for n in range(3)]
+    for sent in old:
+        await settle(webhooks, sent.message_id)
+    clock.advance(24 * HOUR)
+    recent = await webhooks.send_event("acme", "a", {"n": 3})
+    await settle(webhooks, recent.message_id)
+    assert await webhooks.purge(T0 + HOUR, batch_size=2) == 3
+    for sent in old:
+        with pytest.raises(MessageNotFound):
+            await webhooks.attempts(sent.message_id)
+    assert len(await webhooks.attempts(recent.message_id)) == 1
+    assert await webhooks.purge(T0 + HOUR) == 0

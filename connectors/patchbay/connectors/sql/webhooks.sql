@@ -92,11 +92,34 @@ returning e.*, o.previous_secret_ref as replaced_secret_ref;
 delete from {schema}.webhook_endpoint where id = %(id)s
 returning tenant, secret_ref;
 
--- name: webhook_message_insert
-insert into {schema}.webhook_message (id, tenant, event_type, body, created_at)
-values (%(id)s, %(tenant)s, %(event_type)s, %(body)s, %(created_at)s)
-on conflict (id) do nothing
-returning id;
+-- name: webhook_message_insert_with_deliveries
+-- send_event in one statement: the message (nothing if its id exists) and one delivery per
+-- enabled endpoint of its tenant whose filter takes it.
+with m as (
+    insert into {schema}.webhook_message (id, tenant, event_type, body, created_at)
+    values (%(id)s, %(tenant)s, %(event_type)s, %(body)s, %(created_at)s)
+    on conflict (id) do nothing
+    returning id, tenant, event_type
+), inserted as (
+    insert into {schema}.webhook_delivery
+        (id, message_id, endpoint_id, replay, created_at, updated_at)
+    select gen_random_uuid(), m.id, e.id, false, %(created_at)s, %(created_at)s
+    from m
+    join {schema}.webhook_endpoint e
+      on e.tenant = m.tenant and e.enabled and {_webhook_endpoint_accepts}
+    returning id
+)
+select exists (select 1 from m) as created,
+       (select coalesce(array_agg(id), array[]::uuid[]) from inserted) as ids;
+
+-- name: webhook_message_delete_before
+-- Retention: one batch of the messages created before a time, with their deliveries and
+-- attempts (cascade). A pending delivery's job then finds nothing and finishes.
+delete from {schema}.webhook_message
+where id in (select id from {schema}.webhook_message
+             where created_at < %(before)s
+             order by created_at
+             limit %(limit)s);
 
 -- name: webhook_message_get
 select * from {schema}.webhook_message where id = %(id)s;

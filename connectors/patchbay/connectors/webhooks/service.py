@@ -589,7 +589,7 @@ class Webhooks:
         body = self._body(event_type, payload, created_at)
         async with self._transaction(conn) as c:
             cur = await c.execute(
-                self.sql["webhook_message_insert"],
+                self.sql["webhook_message_insert_with_deliveries"],
                 {
                     "id": mid,
                     "tenant": tenant,
@@ -598,9 +598,10 @@ class Webhooks:
                     "created_at": created_at,
                 },
             )
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None or not row[0]:
                 return SentMessage(mid, (), created=False)
-            ids = await self._insert_deliveries(c, mid, None, replay=False)
+            ids: list[uuid.UUID] = list(row[1])
             await self._enqueue(c, tenant, ids)
         return SentMessage(mid, tuple(ids))
 
@@ -619,6 +620,20 @@ class Webhooks:
         return [r[0] for r in await cur.fetchall()]
 
     # -- messages and replay ---------------------------------------------------------------
+
+    async def purge(self, before: datetime, *, batch_size: int = 1000) -> int:
+        """Delete the messages created before ``before``, with their deliveries and
+        attempts (retention; nothing is kept in the background). Commits per batch;
+        returns how many messages were deleted. Pending deliveries of those messages are
+        dropped too."""
+        params = {"before": _aware("before", before), "limit": _limit(batch_size, 100_000)}
+        total = 0
+        while True:
+            async with self.client.pool.connection() as conn:
+                cur = await conn.execute(self.sql["webhook_message_delete_before"], params)
+            total += max(cur.rowcount, 0)
+            if cur.rowcount < batch_size:
+                return total
 
     async def get_message(self, message_id: uuid.UUID | str) -> Message:
         """One message; raises MessageNotFound."""
