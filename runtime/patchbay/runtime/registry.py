@@ -450,7 +450,13 @@ class Registry:
         if engine is None:
             if database_url is None:
                 raise InvalidRegistryInput("Registry needs a database_url or an engine")
-            engine = create_engine(database_url, schema=schema, pool_size=pool_size, max_overflow=0)
+            engine = create_engine(
+                database_url,
+                schema=schema,
+                pool_size=pool_size,
+                max_overflow=0,
+                connect_args={"application_name": "patchbay-registry"},
+            )
             self._owns_engine = True
         else:
             self._owns_engine = False
