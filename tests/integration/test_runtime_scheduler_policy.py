@@ -51,12 +51,14 @@ def add_tenant(url: str, schema: str, tenant: str, **limits: Any) -> None:
         _exec(
             conn,
             schema,
-            "insert into {s}.tenant (id, name, starts_per_interval, sync_schedule)"
-            " values (%s, %s, %s, %s)",
+            "insert into {s}.tenant (id, name, starts_per_interval, sync_schedule,"
+            " max_concurrent, fairness_weight) values (%s, %s, %s, %s, %s, %s)",
             tenant,
             tenant.title(),
             limits.get("starts_per_interval"),
             limits.get("sync_schedule"),
+            limits.get("max_concurrent"),
+            limits.get("fairness_weight", 1),
         )
 
 
@@ -289,3 +291,50 @@ async def test_many_tenants_failing_the_same_way_open_one_provider_incident(
                 (await client.list_jobs(queue=NOTIFY_QUEUE, limit=1)).jobs[0].id
             )
         ).state in (JobState.QUEUED, JobState.COMPLETED)
+
+
+async def test_tenant_limits_apply_to_its_syncs(database_url: str, schema: str) -> None:
+    async with QueueClient(database_url, schema=schema) as client:
+        executor = ConnectorExecutor(client, [Flaky()])
+        scheduler = TenantScheduler(client, executor)
+        await scheduler.ensure_queues()
+        add_tenant(database_url, schema, "acme", max_concurrent=2, fairness_weight=3)
+        for i in range(4):
+            add_integration(database_url, schema, f"acme-{i}", "acme")
+        assert (await scheduler.fan_out("acme")).sent == 4
+        async with client.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL("select distinct group_key from {}.job where queue = 'flaky.items'").format(
+                    sql.Identifier(schema)
+                )
+            )
+            assert [r[0] for r in await cur.fetchall()] == ["acme"]
+            cur = await conn.execute(
+                sql.SQL(
+                    "select max_active from {s}.job_group_limit where group_key = 'acme';"
+                ).format(s=sql.Identifier(schema))
+            )
+            assert (await cur.fetchone()) == (2,)
+            cur = await conn.execute(
+                sql.SQL("select weight from {}.fairness_weight where fairness_key = 'acme'").format(
+                    sql.Identifier(schema)
+                )
+            )
+            assert (await cur.fetchone()) == (3,)
+        # Two of the tenant's four syncs may run at once; the others wait for the group.
+        async with client.pool.connection() as conn:
+            cur = await conn.execute(
+                client.sql["job_fetch_fair"],
+                {"queue": "flaky.items", "limit": 10, "max_keys": 10, "after": None, "now": None},
+            )
+            assert len(await cur.fetchall()) == 2
+        # A manual sync of an integration already waiting joins it (stately policy).
+        again = await executor.send_sync(
+            "flaky", "items", tenant="acme", integration="acme-3", config={"mode": "ok"}
+        )
+        waiting = [
+            j.id
+            for j in (await client.list_jobs(queue="flaky.items", state="queued")).jobs
+            if j.data["integration"] == "acme-3"
+        ]
+        assert waiting == [again]

@@ -154,16 +154,23 @@ class ConnectorExecutor:
     # -- queues and workers --------------------------------------------------------------
 
     async def ensure_queues(self) -> list[str]:
-        """Create the queue of every job type that does not exist yet; returns all names."""
+        """Create the queue of every job type that does not exist yet; returns all names.
+
+        A sync job type's queue is fair (tenants take turns) with the ``stately`` policy:
+        keyed by integration, at most one sync of an integration waits and one runs, so
+        two syncs of one integration never overlap and a slow one causes no pile-up."""
         names: list[str] = []
         for connector in self.connectors.values():
-            for job_type in connector.job_types():
+            for job_type, kind in connector.job_types().items():
                 name = connector.queue_name(job_type)
                 names.append(name)
+                settings: dict[str, Any] = dict(self.queue_defaults)
+                if kind.kind == "sync":
+                    settings.update(fair=True, policy="stately")
                 try:
                     await self.queue.get_queue(name)
                 except QueueNotFound:
-                    await self.queue.create_queue(name, **self.queue_defaults)
+                    await self.queue.create_queue(name, **settings)
         return names
 
     async def start(self, *, concurrency: int = 10, poll_interval: float = 1.0) -> list[Worker]:
@@ -234,9 +241,10 @@ class ConnectorExecutor:
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> uuid.UUID | None:
-        """Enqueue one sync run of an integration (group = the integration, so two syncs
-        of it never run at once); returns the job id (None if a singleton rule given in
-        ``options`` kept it out)."""
+        """Enqueue one sync run of an integration (keyed by the integration: with a sync
+        queue's ``stately`` policy, an incremental sync already waiting is returned instead
+        of adding a second one; a full refresh always gets its own job, limited by group =
+        integration); returns the job id."""
         found, kind = self._job_type(connector, job_type)
         if kind.kind != "sync":
             raise InvalidOption(f"{connector}.{job_type} is a {kind.kind}, not a sync")
@@ -248,6 +256,11 @@ class ConnectorExecutor:
             full_refresh=full_refresh,
         )
         options.setdefault("group", integration)
+        if not full_refresh:
+            # Joins a sync of the integration that is already waiting; a full refresh is
+            # always a job of its own (it must not be swallowed by an incremental one).
+            options.setdefault("singleton_key", integration)
+        options.setdefault("fairness_key", tenant)
         options.setdefault("priority", kind.priority)
         job_id: uuid.UUID | None = await self.queue.send(
             found.queue_name(job_type), payload, conn=conn, **options

@@ -21,7 +21,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from .errors import AuthError, RateLimited, RequestFailed
@@ -95,7 +95,7 @@ class HttpClient:
         """Send a request with retries; see the module docstring for the error mapping."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_random_exponential(multiplier=0.2, max=5.0),
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             reraise=True,
         )

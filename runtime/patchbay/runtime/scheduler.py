@@ -10,10 +10,13 @@ Guarantee
     ``schedule``, the tenant's ``sync_schedule``, the connector's ``@sync(every=...)``.
     Paused, disabled and needs-attention integrations (and disabled tenants) are skipped.
 
-Each sync job has ``group`` = the integration (limit 1: never two syncs of one integration
-at once), ``singleton_key`` = the integration on a ``short``-policy queue (at most one
-waiting: a sync that outlasts its interval causes no pile-up), ``fairness_key`` = the
-tenant (sync queues are fair), and, when the tenant has ``starts_per_interval``, its rate
+Each sync job has ``singleton_key`` = the integration on a ``stately``-policy queue (at
+most one waiting and one running per integration: never two syncs of one integration at
+once, and a sync that outlasts its interval causes no pile-up); ``group`` = the tenant
+with the tenant's ``max_concurrent`` as its limit when the tenant has one (else the
+integration, limit 1); ``fairness_key`` = the tenant (sync queues are fair, weighted by the
+tenant's ``fairness_weight``; a weight set back to 1 keeps the old one until changed
+again); and, when the tenant has ``starts_per_interval``, its rate
 limit ``tenant:<id>``.
 
 How it fails: a fan-out is one transaction; if it fails, nothing is marked and the
@@ -97,23 +100,14 @@ class TenantScheduler:
         self._sql = Statements(queue.schema, package="patchbay.runtime")
 
     async def ensure_queues(self) -> None:
-        """Create the sync_all queue and each connector's sync queues (fair, group limit
-        1, one waiting job per integration) if missing; the executor creates the rest."""
-        wanted = {SYNC_ALL_QUEUE: {"policy": "short", "retry_limit": 3, "retry_delay": 5.0}}
-        for connector in self.executor.connectors.values():
-            for name, kind in connector.job_types().items():
-                if kind.kind == "sync":
-                    wanted[connector.queue_name(name)] = {
-                        **self.executor.queue_defaults,
-                        "fair": True,
-                        "group_limit": 1,
-                        "policy": "short",
-                    }
-        for name, settings in wanted.items():
-            try:
-                await self.queue.get_queue(name)
-            except QueueNotFound:
-                await self.queue.create_queue(name, **settings)
+        """Create the sync_all queue (one waiting fan-out per tenant) and, through the
+        executor, every job type's queue, if missing."""
+        try:
+            await self.queue.get_queue(SYNC_ALL_QUEUE)
+        except QueueNotFound:
+            await self.queue.create_queue(
+                SYNC_ALL_QUEUE, policy="short", retry_limit=3, retry_delay=5.0
+            )
         await self.executor.ensure_queues()
 
     async def schedule_tenant(self, tenant: str, cron: str | None = None) -> None:
@@ -150,6 +144,7 @@ class TenantScheduler:
             await cur.execute(self._sql["integration_scheduling_candidates"], {"tenant": tenant})
             rows = await cur.fetchall()
             batches: dict[str, list[JobSpec]] = defaultdict(list)
+            limits: dict[str, tuple[int | None, int]] = {}
             due_ids: list[str] = []
             not_due = unknown = 0
             rate_key: str | None = None
@@ -175,10 +170,13 @@ class TenantScheduler:
                     payload = executor.payload(
                         connector, tenant=tenant, integration=row["id"], config=row["config"]
                     )
-                    batches[connector.queue_name(name)].append(
+                    queue_name = connector.queue_name(name)
+                    if row["max_concurrent"] or row["fairness_weight"] != 1:
+                        limits[queue_name] = (row["max_concurrent"], row["fairness_weight"])
+                    batches[queue_name].append(
                         JobSpec(
                             payload,
-                            group=row["id"],
+                            group=tenant if row["max_concurrent"] else row["id"],
                             fairness_key=tenant,
                             singleton_key=row["id"],
                             priority=kind.priority,
@@ -186,6 +184,16 @@ class TenantScheduler:
                         )
                     )
                     due_ids.append(row["id"])
+            for queue_name, (max_active, weight) in limits.items():
+                await conn.execute(
+                    self._sql["tenant_queue_limits_apply"],
+                    {
+                        "queue": queue_name,
+                        "tenant": tenant,
+                        "max_active": max_active,
+                        "weight": weight,
+                    },
+                )
             for queue_name, specs in batches.items():
                 await self.queue.send_many(queue_name, specs, conn=conn)
             if due_ids:
