@@ -69,38 +69,51 @@ $$;
 -- active, and `p_id` is the key's first runnable waiting job in dispatch order (so one
 -- fetch never picks two jobs of a key, and a key's jobs run in order).
 --
--- Why it is exact across concurrent fetchers: it first takes a transaction-scoped advisory
--- lock on the key, without waiting (a key another fetcher is activating is skipped this
--- time), and only then reads. Being volatile, its queries take a new snapshot, which shows
--- every activation committed before the lock was granted; the lock is held until the
--- caller commits, so no other fetch can activate the key in between. The lock key mixes
--- the schema, so tests in separate schemas never contend.
+-- Why it is exact across concurrent fetchers: before saying yes it takes a
+-- transaction-scoped advisory lock on the key, without waiting (a key another fetcher is
+-- activating is skipped this time), and reads again. Being volatile, its queries take a new
+-- snapshot, which shows every activation committed before the lock was granted; the lock is
+-- held until the caller commits, so no other fetch can activate the key in between. The
+-- first, unlocked reads answer no for busy keys and for jobs that are not their key's next,
+-- so a fetch only locks the keys it may activate (a scan over the backlog of thousands of
+-- busy keys takes no locks). The lock key mixes the schema, so schemas never contend.
 create function job_singleton_turn(
     p_id uuid, p_queue text, p_key text, p_now timestamptz
 ) returns boolean
 language plpgsql volatile
 set search_path from current
 as $$
+declare
+    locked boolean := false;
 begin
-    if not pg_try_advisory_xact_lock(
-        hashtextextended(current_schema() || '.singleton' || chr(1) || p_queue || chr(1) || p_key, 0)
-    ) then
-        return false;
-    end if;
-    if exists (
-        select 1 from job a
-        where a.queue = p_queue and a.singleton_key = p_key
-          and a.state = 'active' and a.singleton_policy in ('singleton', 'stately')
-    ) then
-        return false;
-    end if;
-    return coalesce(p_id = (
-        select w.id from job w
-        where w.queue = p_queue and w.singleton_key = p_key
-          and w.state in ('queued', 'retrying') and w.singleton_policy in ('singleton', 'stately')
-          and w.start_after <= coalesce(p_now, now())
-        order by w.priority desc, w.start_after, w.id
-        limit 1
-    ), false);
+    loop
+        if exists (
+            select 1 from job a
+            where a.queue = p_queue and a.singleton_key = p_key
+              and a.state = 'active' and a.singleton_policy in ('singleton', 'stately')
+        ) then
+            return false;
+        end if;
+        if p_id is distinct from (
+            select w.id from job w
+            where w.queue = p_queue and w.singleton_key = p_key
+              and w.state in ('queued', 'retrying')
+              and w.singleton_policy in ('singleton', 'stately')
+              and w.start_after <= coalesce(p_now, now())
+            order by w.priority desc, w.start_after, w.id
+            limit 1
+        ) then
+            return false;
+        end if;
+        if locked then
+            return true;
+        end if;
+        if not pg_try_advisory_xact_lock(
+            hashtextextended(current_schema() || '.singleton' || chr(1) || p_queue || chr(1) || p_key, 0)
+        ) then
+            return false;
+        end if;
+        locked := true;
+    end loop;
 end
 $$;
