@@ -36,7 +36,7 @@ def _int(name: str, default: int) -> int:
 
 EVENTS = _int("EVENTS", 3_000)
 TENANTS = _int("TENANTS", 10)
-CONCURRENCY = _int("CONCURRENCY", 50)
+CONCURRENCY = _int("CONCURRENCY", 20)
 
 
 # The receiver process: prints its port, then serves until killed.
@@ -75,7 +75,12 @@ async def webhook_deliver(url: str) -> list[dict[str, Any]]:
         async with (
             Vault(url, schema=schema, keys=keys) as vault,
             QueueClient(url, schema=schema, pool_max=16, redact=vault.redactor) as client,
-            Webhooks(client, vault, allowed_networks=["127.0.0.1/32"]) as webhooks,
+            Webhooks(
+                client,
+                vault,
+                allowed_networks=["127.0.0.1/32"],
+                max_connections=CONCURRENCY,
+            ) as webhooks,
         ):
             await webhooks.setup()
             tenants = [f"tenant-{t:03d}" for t in range(TENANTS)]
