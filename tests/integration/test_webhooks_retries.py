@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -394,3 +395,20 @@ async def test_attempts_record_status_headers_and_a_truncated_body(
     caplog.handler.addFilter(flt)
     logging.getLogger("httpcore.http11").debug("echo %s", secret)
     assert secret not in caplog.records[-1].getMessage()
+
+
+async def test_a_refused_connection_is_a_failed_attempt_on_schedule(
+    frozen_client: QueueClient, vault: Vault, clock: FrozenClock
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with make(frozen_client, vault) as webhooks:
+        await webhooks.add_endpoint("acme", f"http://127.0.0.1:{port}/hook")
+        sent = await webhooks.send_event("acme", "a", {})
+        await webhooks.work(concurrency=1, poll_interval=0.02)
+        (attempt,) = await attempts_reach(webhooks, sent.message_id, 1)
+    assert attempt.outcome is AttemptOutcome.FAILED and attempt.status is None
+    assert (attempt.error or "").startswith("ConnectError")
+    assert attempt.response_headers is None and attempt.response_body is None
+    assert attempt.next_attempt_at == clock.now() + timedelta(seconds=5)

@@ -131,7 +131,9 @@ async def post(
     except AddressNotAllowed as exc:
         result.outcome = AttemptOutcome.REFUSED
         result.error = str(exc)
-    except httpx.HTTPError as exc:
+    except Exception as exc:
+        # httpx.HTTPError (refused, reset, TLS...) and anything unforeseen on the way: a
+        # failed attempt that follows the schedule, not a crashed job.
         result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
         result.duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
