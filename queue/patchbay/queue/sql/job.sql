@@ -220,14 +220,24 @@ with cand as (
       and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
       and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
       -- One-active singleton keys (0006): only the key's next job, only while none runs.
-      and (j.singleton_policy is null or j.singleton_policy not in ('singleton', 'stately')
-           or {schema}.job_singleton_turn(j.id, j.queue, j.singleton_key, %(now)s))
+      and {_job_singleton_turn}
     order by j.priority desc, j.start_after, j.id
     limit %(limit)s
     for update skip locked
 ),
 cursor_key as (select null::text as key),
 {_job_claim}
+
+-- name: _job_singleton_turn
+-- Fragment (fetch statements, on the candidate `j`): false when `j` has a one-active
+-- singleton key (policy singleton or stately) and it is not its turn. A busy key is ruled
+-- out by one index probe in the statement's snapshot; job_singleton_turn (0006) decides the
+-- rest exactly, so the job_singleton_active_idx unique index never fails the fetch.
+(j.singleton_policy is null or j.singleton_policy not in ('singleton', 'stately')
+ or (not exists (select 1 from {schema}.job a
+                 where a.queue = j.queue and a.singleton_key = j.singleton_key
+                   and a.state = 'active' and a.singleton_policy in ('singleton', 'stately'))
+     and {schema}.job_singleton_turn(j.id, j.queue, j.singleton_key, %(now)s)))
 
 -- name: _job_claim
 -- Fragment shared by the fetch statements (names starting with "_" are fragments): given
@@ -385,8 +395,7 @@ offered as (
           and j.start_after <= coalesce(%(now)s, now())
           and (j.group_key is null or {schema}.job_group_has_room(j.queue, j.group_key))
           and (j.rate_key is null or {schema}.rate_limit_has_tokens(j.rate_key, %(now)s))
-          and (j.singleton_policy is null or j.singleton_policy not in ('singleton', 'stately')
-               or {schema}.job_singleton_turn(j.id, j.queue, j.singleton_key, %(now)s))
+          and {_job_singleton_turn}
         order by j.priority desc, j.start_after, j.id
         limit share.per_key * k.weight
         for update skip locked
