@@ -17,6 +17,8 @@ State model: ``passes`` counts completed passes and ``expired`` the jobs they ex
 deleted (test signals); ``pass_done`` is set after each pass.
 
 How it fails: a database error ends the pass, is logged, and the next interval retries.
+A client that stalls in the middle of a pass (a paused process) holds the lock only until
+Postgres ends its idle transaction (``_PASS_IDLE_TIMEOUT``); the others then go on.
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ def _lock_key(schema: str) -> int:
     digest = hashlib.sha256(f"patchbay.maintenance:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
+
+# A pass holds the maintenance lock for its whole transaction. If its process stalls
+# mid-pass (SIGSTOP, a paused VM, a blocked event loop), Postgres ends that session once it
+# has waited this long for the next statement, which frees the lock: otherwise lease
+# expiry, retention and cron would stop for every client for as long as the stall lasts.
+_PASS_IDLE_TIMEOUT = "5s"
+_SET_IDLE_TIMEOUT = "select set_config('idle_in_transaction_session_timeout', %s, true)"
+_LOCK_PASS = (
+    "select set_config('idle_in_transaction_session_timeout', %s, true),"
+    " pg_try_advisory_xact_lock(%s)"
+)
 
 # Retention steps: (statement, batch size, counter, log message). Expiry writes more per
 # job (an update, an event, maybe a dead-letter copy) than deletion, so its batches are
@@ -103,11 +116,9 @@ class Maintenance:
         """One pass, if no other client is running one; returns whether it ran."""
         client = self._client
         async with client.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "select pg_try_advisory_xact_lock(%s)", (_lock_key(client.schema),)
-            )
+            cur = await conn.execute(_LOCK_PASS, (_PASS_IDLE_TIMEOUT, _lock_key(client.schema)))
             row = await cur.fetchone()
-            if row is None or not row[0]:
+            if row is None or not row[1]:
                 return False
             self.expired += await self._expire_leases(conn, limit=10_000)
             # Retention and max queued age (see the module docstring).
@@ -123,6 +134,7 @@ class Maintenance:
     async def expire_leases(self, *, limit: int = 1000) -> int:
         """Expire leases now (outside the periodic pass); returns how many jobs."""
         async with self._client.pool.connection() as conn, conn.transaction():
+            await conn.execute(_SET_IDLE_TIMEOUT, (_PASS_IDLE_TIMEOUT,))
             return await self._expire_leases(conn, limit=limit)
 
     async def _expire_leases(self, conn: psycopg.AsyncConnection[object], *, limit: int) -> int:
