@@ -338,3 +338,39 @@ async def test_tenant_limits_apply_to_its_syncs(database_url: str, schema: str) 
             if j.data["integration"] == "acme-3"
         ]
         assert waiting == [again]
+
+
+async def test_resuming_through_the_registry_resolves_the_incident_in_its_transaction(
+    database_url: str, schema: str, eventually: Eventually
+) -> None:
+    from patchbay.runtime.registry import Registry
+
+    async with QueueClient(database_url, schema=schema) as client:
+        tracker = FailureTracker(client)
+        await tracker.ensure_queue()
+        executor = ConnectorExecutor(client, [Flaky()], hooks=tracker)
+        await TenantScheduler(client, executor).ensure_queues()
+        add_tenant(database_url, schema, "acme")
+        add_integration(database_url, schema, "acme-crm", "acme", mode="auth")
+        worker = (await executor.start(concurrency=1, poll_interval=0.05))[0]
+        await executor.send_sync(
+            "flaky", "items", tenant="acme", integration="acme-crm", config={"mode": "auth"}
+        )
+        await eventually(lambda: worker.failed == 1)
+        await worker.drain()
+        assert len(await tracker.incidents(status="open")) == 1
+        async with Registry(
+            database_url,
+            schema=schema,
+            connectors={"flaky": Flaky},
+            on_resume=tracker.on_resume,
+        ) as registry:
+            info = await registry.resume("acme-crm", actor="support@example")
+        assert info.status == "active"
+        assert await tracker.incidents(status="open") == []
+        [incident] = await tracker.incidents(status="resolved")
+        assert incident["resolved_by"] == "support@example"
+        notes = sorted(
+            n.data["transition"] for n in (await client.list_jobs(queue=NOTIFY_QUEUE)).jobs
+        )
+        assert notes == ["opened", "resolved"]

@@ -24,7 +24,6 @@ from psycopg import sql
 
 from .daemon import Daemon
 from .notifications import SlackChannel
-from .registry import Registry
 from .settings import DaemonSettings
 
 __all__ = ["run_demo"]
@@ -67,6 +66,8 @@ async def run_demo(url: str, schema: str, *, duration: float | None) -> int:
 
     def say(text: str) -> None:
         print(text, flush=True)
+
+    from .registry import Registry  # SQLAlchemy loads only when the demo runs
 
     try:
         from patchbay_example_contacts import ContactsConnector
@@ -111,7 +112,11 @@ async def run_demo(url: str, schema: str, *, duration: float | None) -> int:
             "hold secret:// references"
         )
         async with Registry(
-            url, schema=schema, connectors={"contacts": ContactsConnector}, vault=parts.vault
+            url,
+            schema=schema,
+            connectors={"contacts": ContactsConnector},
+            vault=parts.vault,
+            on_resume=parts.tracker.on_resume,
         ) as registry:
             for tenant, integrations in TENANTS.items():
                 if not any(t.id == tenant for t in await registry.list_tenants()):
@@ -122,7 +127,7 @@ async def run_demo(url: str, schema: str, *, duration: float | None) -> int:
                     config = {"base_url": api.url, "token": f"secret://{tenant}/contacts/token"}
                     if integration in existing:
                         await registry.update_integration(integration, config=config)
-                        await parts.tracker.resume(integration, by="demo")
+                        await registry.resume(integration, actor="demo")
                     else:
                         await registry.add_integration(
                             integration,

@@ -291,7 +291,6 @@ class FailureTracker:
         its provider incident, once no child is open). Returns whether it changed."""
         async with self.queue.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            now = self.clock.now()
             await cur.execute(
                 self._sql["integration_set_status"],
                 {
@@ -301,24 +300,41 @@ class FailureTracker:
                     "reset": True,
                     "kind": "resumed",
                     "data": json.dumps({"by": by}),
-                    "now": now,
+                    "now": self.clock.now(),
                 },
             )
             changed = await cur.fetchone() is not None
-            await cur.execute(
-                self._sql["incident_resolve_for_integration"],
-                {"integration": integration, "by": by, "now": now},
-            )
-            for incident in await cur.fetchall():
-                await self._notify(conn, incident["id"], "resolved", None, None)
-                if incident["parent_id"] is not None:
-                    await cur.execute(
-                        self._sql["incident_resolve_parent_if_done"],
-                        {"parent": incident["parent_id"], "now": now},
-                    )
-                    if await cur.fetchone() is not None:
-                        await self._notify(conn, incident["parent_id"], "resolved", None, None)
+            await self.resolve_incidents(conn, integration, by=by)
         return changed
+
+    async def on_resume(self, ctx: Any) -> None:
+        """The registry's resume hook: resolves the integration's incidents inside the
+        resume's own transaction (``ctx.connection``), so both commit together."""
+        await self.resolve_incidents(ctx.connection, ctx.integration.id, by=ctx.actor or "operator")
+
+    async def resolve_incidents(
+        self, conn: psycopg.AsyncConnection[Any], integration: str, *, by: str
+    ) -> int:
+        """Resolve the integration's open incident on ``conn`` (the caller's transaction),
+        notify it, and resolve its provider incident once no child is open; returns how
+        many incidents were resolved."""
+        cur = conn.cursor(row_factory=dict_row)
+        now = self.clock.now()
+        await cur.execute(
+            self._sql["incident_resolve_for_integration"],
+            {"integration": integration, "by": by, "now": now},
+        )
+        resolved = await cur.fetchall()
+        for incident in resolved:
+            await self._notify(conn, incident["id"], "resolved", None, None)
+            if incident["parent_id"] is not None:
+                await cur.execute(
+                    self._sql["incident_resolve_parent_if_done"],
+                    {"parent": incident["parent_id"], "now": now},
+                )
+                if await cur.fetchone() is not None:
+                    await self._notify(conn, incident["parent_id"], "resolved", None, None)
+        return len(resolved)
 
     async def open_subject_incident(
         self,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from patchbay.queue import QueueClient
 from patchbay.secrets import LocalKeyProvider, SecretsError, Vault, load_key_provider
 
 from ..database import DATABASE_URL_ENV, data_home
@@ -99,6 +100,7 @@ def with_registry(
 
     from sqlalchemy.exc import DBAPIError
 
+    from ..failure_policy import FailureTracker
     from ..registry import Registry
 
     async def go() -> int:
@@ -107,8 +109,17 @@ def with_registry(
         if vault:
             secrets = Vault(url, schema=schema, keys=_key_provider(args), cache_ttl=0, pool_max=2)
             await secrets.open()
+        # Resuming through the registry resolves the integration's incident in the same
+        # transaction (the failure policy's resume hook).
+        queue = QueueClient(url, schema=schema, pool_min=0, pool_max=2, maintenance=False)
+        tracker = FailureTracker(queue)
         try:
-            async with Registry(url, schema=schema, vault=secrets, pool_size=2) as registry:
+            async with (
+                queue,
+                Registry(
+                    url, schema=schema, vault=secrets, pool_size=2, on_resume=tracker.on_resume
+                ) as registry,
+            ):
                 return await body(registry)
         finally:
             if secrets is not None:
