@@ -94,6 +94,7 @@ class JobContext(CheckContext[ConfigT]):
         full_refresh: bool,
         commit: Callable[[dict[str, list[tuple[str, Record]]], dict[str, Any]], Any],
         correlation_id: str,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(
             tenant=tenant,
@@ -108,6 +109,8 @@ class JobContext(CheckContext[ConfigT]):
         self.state: dict[str, Any] = dict(state)
         self.full_refresh = full_refresh
         self.correlation_id = correlation_id
+        #: Scrubs resolved secrets from text (the vault's redactor; identity without one).
+        self.redact: Callable[[str], str] = redact or (lambda text: text)
         self.stats = RunStats()
         self._buffer: dict[str, list[tuple[str, Record]]] = {}
         self._commit = commit
@@ -144,5 +147,5 @@ class JobContext(CheckContext[ConfigT]):
         return sum(len(batch) for batch in self._buffer.values())
 
     def set_attribute(self, key: str, value: str | int | float | bool) -> None:
-        """Add an attribute to the job's span."""
-        self._span.set_attribute(key, value)
+        """Add an attribute to the job's span (text is scrubbed of resolved secrets)."""
+        self._span.set_attribute(key, self.redact(value) if isinstance(value, str) else value)

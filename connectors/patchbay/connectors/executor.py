@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import psycopg
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
@@ -467,12 +468,25 @@ class ConnectorExecutor:
             "patchbay.attempt": job.attempt,
             "patchbay.job_id": str(job.id),
         }
-        with _tracer.start_as_current_span(f"{job.queue} run", attributes=attributes):
+        # The span records errors itself, redacted: OpenTelemetry's own exception
+        # recording would export the raw message, which may hold a resolved secret.
+        with _tracer.start_as_current_span(
+            f"{job.queue} run",
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 stats = await self._run(connector, kind, job, payload)
             except Snooze:
                 raise
             except BaseException as error:
+                message = self._redact(f"{type(error).__name__}: {error}")
+                span.set_status(Status(StatusCode.ERROR, message))
+                span.add_event(
+                    "exception",
+                    {"exception.type": type(error).__name__, "exception.message": message},
+                )
                 if self.hooks is not None and isinstance(error, Exception):
                     final = getattr(error, "retryable", True) is False or job.is_last_attempt
                     await self.hooks.on_failure(run, error, final)
@@ -480,6 +494,9 @@ class ConnectorExecutor:
         if self.hooks is not None:
             await self.hooks.on_success(run, stats)
         return stats.to_json()
+
+    def _redact(self, text: str) -> str:
+        return text if self.vault is None else self.vault.redactor(text)
 
     async def _run(
         self, connector: Connector[Any], kind: JobType, job: Job, payload: dict[str, Any]
@@ -528,6 +545,7 @@ class ConnectorExecutor:
             full_refresh=bool(payload.get("full_refresh")),
             commit=commit,
             correlation_id=str(payload.get("correlation_id", "")),
+            redact=self._redact,
         )
         method = connector.method_for(kind.name)
         try:

@@ -109,7 +109,11 @@ class HttpClient:
 
     async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         self.requests += 1
-        with _tracer.start_as_current_span(f"HTTP {method.upper()}") as span:
+        # No automatic exception recording: a transport error's text may carry the URL's
+        # query (tokens); the status code attribute tells what happened.
+        with _tracer.start_as_current_span(
+            f"HTTP {method.upper()}", record_exception=False
+        ) as span:
             span.set_attribute("http.request.method", method.upper())
             span.set_attribute("url.path", httpx.URL(url).path)
             try:
