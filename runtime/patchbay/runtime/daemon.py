@@ -33,7 +33,7 @@ from psycopg.rows import dict_row
 
 from patchbay.connectors import Connector, ConnectorExecutor, discover
 from patchbay.queue import QueueClient, Statements, Worker, migrate
-from patchbay.secrets import Vault, load_key_provider
+from patchbay.secrets import Vault, install_log_redaction, load_key_provider
 
 from .database import data_home, resolve_database_url
 from .failure_policy import FailureTracker
@@ -166,6 +166,8 @@ class Daemon:
             maintenance_interval=settings.maintenance_interval,
             application_name="patchbay-daemon",
         )
+        # Every log line the process writes is scrubbed of resolved secret values.
+        install_log_redaction(vault.redactor)
         async with vault, client:
             await vault.check_master_keys()
             tracker = FailureTracker(client, redact=vault.redactor)
