@@ -51,14 +51,13 @@ _SERVE = (
 )
 
 
-async def _succeeded(url: str, schema: str) -> int:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(
-            sql.SQL("select count(*) from {}.webhook_delivery where state = 'succeeded'").format(
-                sql.Identifier(schema)
-            )
+async def _succeeded(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    cur = await conn.execute(
+        sql.SQL("select count(*) from {}.webhook_delivery where state = 'succeeded'").format(
+            sql.Identifier(schema)
         )
-        row = await cur.fetchone()
+    )
+    row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -95,14 +94,16 @@ async def webhook_deliver(url: str) -> list[dict[str, Any]]:
                 await webhooks.send_event(tenants[n % TENANTS], "invoice.paid", payload)
             send_s = time.perf_counter() - started
 
+            watch = await psycopg.AsyncConnection.connect(url, autocommit=True)
             started = time.perf_counter()
             cpu_started = time.process_time()
             worker = await webhooks.work(concurrency=CONCURRENCY, poll_interval=0.05)
-            while await _succeeded(url, schema) < EVENTS:
+            while await _succeeded(watch, schema) < EVENTS:
                 await asyncio.sleep(0.05)
             deliver_s = time.perf_counter() - started
             cpu_s = time.process_time() - cpu_started
             await worker.stop()
+            await watch.close()
         common = {"events": EVENTS, "tenants": TENANTS}
         return [
             {"mode": "send", "events_per_s": round(EVENTS / send_s, 1), **common},
