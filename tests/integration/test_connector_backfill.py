@@ -152,6 +152,13 @@ async def test_a_backfill_runs_every_window_and_completes(
     jobs = (await executor.queue.list_jobs(queue="contacts.contacts_history")).jobs
     assert len(jobs) == 5
     assert {j.priority for j in jobs} == {-10}  # behind incremental syncs
+    # Their own share of the provider's rate limit (unlimited until one is set).
+    query = sql.SQL("select distinct rate_key from {}.job where queue = %s").format(
+        sql.Identifier(executor.queue.schema)
+    )
+    async with executor.queue.pool.connection() as conn:
+        cur = await conn.execute(query, ("contacts.contacts_history",))
+        assert await cur.fetchall() == [("contacts:backfill",)]
 
     await work(executor)
     status = await status_when(executor, backfill_id, 5)
