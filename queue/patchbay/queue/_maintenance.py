@@ -16,7 +16,8 @@ State model: ``passes`` counts completed passes and ``expired`` the jobs they ex
 ``queued_expired`` the jobs that waited too long and ``deleted`` the jobs retention
 deleted (test signals); ``pass_done`` is set after each pass.
 
-How it fails: a database error ends the pass, is logged, and the next interval retries.
+How it fails: a database error ends the pass, is logged (the 1st, 10th and every 100th in
+a row when the database is unreachable), and the next interval retries.
 A client that stalls in the middle of a pass (a paused process) holds the lock only until
 Postgres ends its idle transaction (``_PASS_IDLE_TIMEOUT``); the others then go on.
 """
@@ -102,13 +103,22 @@ class Maintenance:
             self._task = None
 
     async def _loop(self) -> None:
+        failures = 0  # passes failed in a row
         while True:
             try:
                 await self.run_once()
+                if failures:
+                    log.info("maintenance passes resumed after %d failed", failures)
+                failures = 0
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                log.warning("maintenance pass failed: %s", exc)
+                # The database is away: log the 1st, 10th, 100th, 200th... failure in a row,
+                # as the worker loops do, so a long outage logs a bounded number of lines.
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("maintenance pass failed (%d in a row): %s", failures, exc)
             except Exception:
                 # Any other failure must not end maintenance for good: log it, try again.
+                failures += 1
                 log.exception("maintenance pass failed")
             await asyncio.sleep(self.interval)
 

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from ._events import EventsFlags
 from ._listener import Listener
 from ._maintenance import Maintenance
+from ._pool import QueuePool
 from ._send import JobSpec, SendBuilder, SendPlan, as_uuid
 from ._sql import Statements
 from ._worker import Handler, Worker
@@ -89,7 +90,7 @@ class QueueClient:
         self.sql = Statements(self.schema)
         self.channel = f"patchbay:{self.schema}"
         self._sends = SendBuilder(self.channel, self.max_payload_bytes, self.clock)
-        self._pool = AsyncConnectionPool(
+        self._pool: AsyncConnectionPool = QueuePool(
             conninfo,
             min_size=integer("pool_min", pool_min, minimum=0),
             max_size=integer("pool_max", pool_max, minimum=1),
