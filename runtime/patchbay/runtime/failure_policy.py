@@ -42,6 +42,8 @@ from psycopg.rows import dict_row
 from patchbay.connectors import RunInfo, RunStats
 from patchbay.queue import Clock, InvalidOption, QueueClient, Statements, SystemClock
 
+from .audit import worker_identity
+
 __all__ = [
     "NOTIFY_QUEUE",
     "FailurePolicy",
@@ -142,7 +144,9 @@ class FailureTracker:
     # -- executor hooks --------------------------------------------------------------------
 
     async def on_success(self, run: RunInfo, stats: RunStats) -> None:
-        """Reset the counters, auto-resolve a warning, record a ``synced`` event."""
+        """Reset the counters, auto-resolve a warning, record a ``synced`` event (its
+        counts, the job, and the ``worker`` that ran it; ``resolved`` after it when a
+        warning resolved)."""
         async with self.queue.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
@@ -151,7 +155,13 @@ class FailureTracker:
                     "integration": run.integration,
                     "now": self.clock.now(),
                     "data": json.dumps(
-                        {"job_type": run.job_type, "job_id": str(run.job.id), **stats.to_json()}
+                        {
+                            "job_type": run.job_type,
+                            "job_id": str(run.job.id),
+                            "attempt": run.job.attempt,
+                            "worker": worker_identity(),
+                            **stats.to_json(),
+                        }
                     ),
                 },
             )
@@ -316,8 +326,8 @@ class FailureTracker:
         self, conn: psycopg.AsyncConnection[Any], integration: str, *, by: str
     ) -> int:
         """Resolve the integration's open incident on ``conn`` (the caller's transaction),
-        notify it, and resolve its provider incident once no child is open; returns how
-        many incidents were resolved."""
+        record a ``resolved`` event, notify it, and resolve its provider incident once no
+        child is open; returns how many incidents were resolved."""
         cur = conn.cursor(row_factory=dict_row)
         now = self.clock.now()
         await cur.execute(
@@ -326,6 +336,15 @@ class FailureTracker:
         )
         resolved = await cur.fetchall()
         for incident in resolved:
+            await conn.execute(
+                self._sql["integration_event_insert_for"],
+                {
+                    "integration": integration,
+                    "kind": "resolved",
+                    "data": json.dumps({"incident": str(incident["id"]), "by": by}),
+                    "now": now,
+                },
+            )
             await self._notify(conn, incident["id"], "resolved", None, None)
             if incident["parent_id"] is not None:
                 await cur.execute(

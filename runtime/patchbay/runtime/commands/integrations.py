@@ -100,9 +100,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     resume.add_argument("--json", action="store_true", help="print JSON")
     resume.set_defaults(handler=_resume)
 
-    events = actions.add_parser("events", help="an integration's audit events, oldest first")
+    events = actions.add_parser(
+        "events",
+        help="an integration's audit events, oldest first (--jobs: with its jobs' events)",
+    )
     events.add_argument("integration")
     events.add_argument("--since-id", type=int, help="only events after this id")
+    events.add_argument(
+        "--jobs",
+        action="store_true",
+        help="also the job events of its jobs (failures always; every transition on queues "
+        "with events on), in one time-ordered list",
+    )
+    events.add_argument("--since", help="only events at or after this ISO 8601 time (naive = UTC)")
     events.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     events.add_argument("--json", action="store_true", help="print JSON")
     events.set_defaults(handler=_events)
@@ -334,6 +344,9 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
+    if args.jobs or args.since is not None:
+        return _timeline(args)
+
     async def body(registry: Registry) -> int:
         found = await registry.events(args.integration, since_id=args.since_id, limit=args.limit)
         if args.json:
@@ -342,6 +355,43 @@ def _events(args: argparse.Namespace) -> int:
         print_table(
             ["id", "at", "kind", "data"],
             [[e.id, _when(e.at), e.kind, json.dumps(e.data, sort_keys=True)] for e in found],
+        )
+        return 0
+
+    return with_registry(args, body)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    """``events --jobs`` / ``--since``: the audit stream of :mod:`patchbay.runtime.audit`."""
+    from ..audit import AuditLog
+
+    if args.since_id is not None:
+        raise CommandError("--since-id counts lifecycle events only; with --jobs use --since")
+    since = None if args.since is None else _moment(args.since, "--since")
+
+    async def body(registry: Registry) -> int:
+        await registry.get_integration(args.integration)  # an unknown id is an error
+        async with QueueClient(
+            database_url(args), schema=schema_of(args), pool_min=0, maintenance=False
+        ) as client:
+            entries = await AuditLog(client).timeline(
+                args.integration, since=since, limit=args.limit, jobs=args.jobs
+            )
+        if args.json:
+            print_json([e.to_json() for e in entries])
+            return 0
+        print_table(
+            ["at", "source", "kind", "id", "data"],
+            [
+                [
+                    _when(e.at),
+                    e.source,
+                    e.kind,
+                    e.id if e.job_id is None else f"{e.job_id} #{e.attempt}",
+                    json.dumps(dict(e.data), sort_keys=True),
+                ]
+                for e in entries
+            ],
         )
         return 0
 

@@ -1,6 +1,7 @@
 -- name: integration_record_success
 -- A successful run: counters reset; an open warning (not an attention incident, which
--- needs a person) resolves by itself.
+-- needs a person) resolves by itself. Appends the 'synced' event, and 'resolved' after it
+-- when a warning resolved.
 with upd as (
     update {schema}.integration
     set last_success_at = coalesce(%(now)s, now()),
@@ -14,11 +15,20 @@ resolved as (
     set status = 'resolved', resolved_at = coalesce(%(now)s, now()), resolved_by = 'success'
     where integration_id = %(integration)s and scope = 'integration' and status = 'open'
       and level = 'warning'
-    returning id
+    returning id, level
 ),
 event as (
     insert into {schema}.integration_event (integration_id, tenant_id, at, kind, data)
-    select id, tenant_id, coalesce(%(now)s, now()), 'synced', %(data)s::jsonb from upd
+    select upd.id, upd.tenant_id, coalesce(%(now)s, now()), e.kind, e.data
+    from upd
+    cross join lateral (
+        select 1 as n, 'synced' as kind, %(data)s::jsonb as data
+        union all
+        select 2, 'resolved',
+               jsonb_build_object('incident', r.id, 'level', r.level, 'by', 'success')
+        from resolved r
+    ) e
+    order by e.n
 )
 select (select id from resolved) as resolved_incident;
 
@@ -152,3 +162,10 @@ limit %(limit)s;
 -- name: integration_event_insert
 insert into {schema}.integration_event (integration_id, tenant_id, at, kind, data)
 values (%(integration)s, %(tenant)s, coalesce(%(now)s, now()), %(kind)s, %(data)s::jsonb);
+
+-- name: integration_event_insert_for
+-- An event of an integration, its tenant read from the integration (none if it is gone).
+insert into {schema}.integration_event (integration_id, tenant_id, at, kind, data)
+select id, tenant_id, coalesce(%(now)s, now()), %(kind)s, %(data)s::jsonb
+from {schema}.integration
+where id = %(integration)s;
