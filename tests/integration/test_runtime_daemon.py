@@ -130,3 +130,28 @@ def test_tenant_channels_come_from_settings() -> None:
         tenant_channels_from(DaemonSettings(notify_tenants={"a": [{"type": "pager"}]}))
     with pytest.raises(DaemonConfigError, match="incomplete"):
         tenant_channels_from(DaemonSettings(notify_tenants={"a": [{"type": "slack"}]}))
+
+
+async def test_a_disabled_webhook_endpoint_opens_one_incident(
+    database_url: str, schema: str
+) -> None:
+    import types
+    import uuid as uuid_module
+
+    from patchbay.queue import QueueClient
+    from patchbay.runtime.daemon import endpoint_disabled_hook
+    from patchbay.runtime.failure_policy import FailureTracker
+
+    async with QueueClient(database_url, schema=schema) as client:
+        tracker = FailureTracker(client)
+        await tracker.ensure_queue()
+        hook = endpoint_disabled_hook(tracker)
+        endpoint = types.SimpleNamespace(
+            id=uuid_module.uuid4(), tenant="acme", url="https://hooks.acme.example/in"
+        )
+        await hook(endpoint, "410 Gone")  # type: ignore[arg-type]
+        await hook(endpoint, "410 Gone")  # type: ignore[arg-type]
+        [incident] = await tracker.incidents(status="open")
+        assert incident["scope"] == "endpoint" and incident["tenant_id"] == "acme"
+        assert "was disabled: 410 Gone" in incident["title"]
+        assert incident["failure_count"] == 2

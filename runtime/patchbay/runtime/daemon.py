@@ -8,6 +8,9 @@ Guarantee
     cron fire once). Work spreads over all daemons through the queue (SKIP LOCKED).
 
 State model
+    Webhook deliveries (``patchbay.connectors.webhooks``) run here too; an endpoint the
+    delivery disables opens an attention incident.
+
     Stateless apart from Postgres: a daemon can be killed at any moment; its jobs' leases
     expire and other daemons re-run them. Every ``reconcile_interval`` it makes the
     tenants' ``sync_all`` schedules match the registry (new tenants scheduled, disabled
@@ -32,12 +35,20 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from patchbay.connectors import Connector, ConnectorExecutor, discover
+from patchbay.connectors.webhooks import Endpoint, Webhooks
 from patchbay.queue import QueueClient, Statements, Worker, migrate
 from patchbay.secrets import Vault, install_log_redaction, load_key_provider
 
 from .database import data_home, resolve_database_url
 from .failure_policy import FailureTracker
-from .notifications import Channel, EmailChannel, LogChannel, Notifier, SlackChannel
+from .notifications import (
+    Channel,
+    EmailChannel,
+    LogChannel,
+    Notifier,
+    SlackChannel,
+    WebhookChannel,
+)
 from .scheduler import TenantScheduler
 from .settings import DaemonSettings
 
@@ -60,12 +71,26 @@ class DaemonParts:
     scheduler: TenantScheduler
     tracker: FailureTracker
     notifier: Notifier
+    webhooks: Webhooks | None = None
     workers: list[Worker] = field(default_factory=list)
 
 
-def channel_from_config(config: Mapping[str, Any], name: str) -> Channel:
-    """One channel from its settings entry (``type``: slack, email or log)."""
+def channel_from_config(
+    config: Mapping[str, Any],
+    name: str,
+    *,
+    tenant: str | None = None,
+    webhooks: Webhooks | None = None,
+) -> Channel:
+    """One channel from its settings entry (``type``: slack, email, log, or webhook: the
+    tenant's own webhook endpoints, signed and retried by patchbay's webhook delivery)."""
     kind = config.get("type")
+    if kind == "webhook":
+        if webhooks is None or tenant is None:
+            raise DaemonConfigError(
+                f"notification channel {name!r}: webhook channels are per tenant"
+            )
+        return WebhookChannel(webhooks.send_event, tenant, name=name)
     try:
         if kind == "slack":
             return SlackChannel(str(config["url"]), name=name)
@@ -84,15 +109,37 @@ def channel_from_config(config: Mapping[str, Any], name: str) -> Channel:
     raise DaemonConfigError(f"notification channel {name!r} has unknown type {kind!r}")
 
 
-def tenant_channels_from(settings: DaemonSettings) -> dict[str, list[Channel]]:
+def tenant_channels_from(
+    settings: DaemonSettings, webhooks: Webhooks | None = None
+) -> dict[str, list[Channel]]:
     """Per-tenant channels from ``notify_tenants`` (named ``<tenant>:<type>:<n>``)."""
     return {
         tenant: [
-            channel_from_config(config, f"{tenant}:{config.get('type')}:{index}")
+            channel_from_config(
+                config,
+                f"{tenant}:{config.get('type')}:{index}",
+                tenant=tenant,
+                webhooks=webhooks,
+            )
             for index, config in enumerate(configs)
         ]
         for tenant, configs in settings.notify_tenants.items()
     }
+
+
+def endpoint_disabled_hook(tracker: FailureTracker) -> Callable[[Endpoint, str], Any]:
+    """The webhooks service's hook: a disabled endpoint opens an attention incident."""
+
+    async def opened(endpoint: Endpoint, reason: str) -> None:
+        await tracker.open_subject_incident(
+            "endpoint",
+            f"endpoint:{endpoint.id}",
+            f"webhook endpoint {endpoint.url} of tenant {endpoint.tenant} was disabled: {reason}",
+            tenant=endpoint.tenant,
+            error={"type": "EndpointDisabled", "message": reason},
+        )
+
+    return opened
 
 
 def channels_from(settings: DaemonSettings) -> list[Channel]:
@@ -171,6 +218,7 @@ class Daemon:
         async with vault, client:
             await vault.check_master_keys()
             tracker = FailureTracker(client, redact=vault.redactor)
+            webhooks = Webhooks(client, vault, on_endpoint_disabled=endpoint_disabled_hook(tracker))
             executor = ConnectorExecutor(
                 client, [cls() for cls in connectors.values()], vault=vault, hooks=tracker
             )
@@ -178,7 +226,7 @@ class Daemon:
             notifier = Notifier(
                 client,
                 [*channels_from(settings), *self._channels],
-                tenant_channels=tenant_channels_from(settings),
+                tenant_channels=tenant_channels_from(settings, webhooks),
             )
             await scheduler.ensure_queues()
             await tracker.ensure_queue()
@@ -188,6 +236,13 @@ class Daemon:
             )
             parts.workers.append(await scheduler.start(concurrency=settings.scheduler_concurrency))
             parts.workers += await notifier.start()
+            await webhooks.open()
+            parts.workers.append(
+                await webhooks.work(
+                    concurrency=settings.concurrency, poll_interval=settings.poll_interval
+                )
+            )
+            parts.webhooks = webhooks
             self.parts = parts
             await self.reconcile_schedules()
             reconcile = asyncio.get_running_loop().create_task(self._reconcile_loop())
@@ -205,6 +260,7 @@ class Daemon:
                     await reconcile
                 self.announce("stopping: letting running jobs finish")
                 await client.close(grace=settings.shutdown_grace)
+                await webhooks.close()
         self.announce("stopped")
 
     async def _reconcile_loop(self) -> None:
