@@ -20,6 +20,7 @@ from bench._support import temp_schema
 from patchbay.connectors import Connector, ConnectorConfig, ConnectorExecutor, JobContext, sync
 from patchbay.queue import JobSpec, QueueClient
 from patchbay.runtime.scheduler import SYNC_ALL_QUEUE, TenantScheduler
+from patchbay.runtime.settings import DaemonSettings
 
 TENANTS = 1_000
 PER_TENANT = 10
@@ -64,7 +65,8 @@ def _populate(url: str, schema: str) -> None:
 async def fanout(url: str) -> list[dict[str, Any]]:
     """1,000 tenants x 10 integrations fanned out by the sync_all worker."""
     results: list[dict[str, Any]] = []
-    for concurrency in (16,):
+    # The daemon's default number of fan-outs at once.
+    for concurrency in (DaemonSettings.model_fields["scheduler_concurrency"].default,):
         async with temp_schema(url, "bench_rt") as schema:
             await asyncio.to_thread(_populate, url, schema)
             async with QueueClient(url, schema=schema, maintenance=False, pool_max=20) as client:

@@ -19,22 +19,29 @@ tenant's ``fairness_weight``; a weight set back to 1 keeps the old one until cha
 again); and, when the tenant has ``starts_per_interval``, its rate
 limit ``tenant:<id>``.
 
+Cost: the sync_all worker makes the fan-outs of the jobs it holds at once together, a
+few transactions of many tenants each (:meth:`TenantScheduler.fan_out_many`), so a tick of
+many tenants costs a few round trips per batch, not per tenant.
+
 How it fails: a fan-out is one transaction; if it fails, nothing is marked and the
-sync_all job is retried.
+sync_all job is retried. A batch that fails is made again tenant by tenant, so only the
+failing tenant's job fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from croniter import croniter
 from psycopg.rows import dict_row
 
-from patchbay.connectors import ConnectorExecutor
+from patchbay.connectors import ConfigError, ConnectorExecutor
 from patchbay.queue import (
     Clock,
     InvalidOption,
@@ -46,6 +53,8 @@ from patchbay.queue import (
     SystemClock,
     Worker,
 )
+
+from .audit import worker_identity
 
 __all__ = ["SYNC_ALL_QUEUE", "FanOut", "TenantScheduler", "tenant_rate_key"]
 
@@ -61,12 +70,16 @@ def tenant_rate_key(tenant: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FanOut:
-    """What one fan-out did: syncs sent, integrations not due, unknown connectors."""
+    """What one fan-out did: syncs sent, integrations not due, unknown connectors, configs
+    the connector's model now refuses (not sent; the log says why); ``worker``: the
+    process that made it (``host:pid``)."""
 
     tenant: str
     sent: int
     not_due: int
     unknown_connector: int
+    invalid_config: int = 0
+    worker: str = field(default_factory=worker_identity)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -75,6 +88,8 @@ class FanOut:
             "sent": self.sent,
             "not_due": self.not_due,
             "unknown_connector": self.unknown_connector,
+            "invalid_config": self.invalid_config,
+            "worker": self.worker,
         }
 
 
@@ -124,55 +139,89 @@ class TenantScheduler:
         """Remove the tenant's sync_all schedule."""
         await self.queue.unschedule(f"sync_all:{tenant}")
 
-    async def start(self, *, concurrency: int = 16) -> Worker:
-        """Work the sync_all queue: each job fans out its tenant."""
+    async def start(
+        self, *, concurrency: int = 64, batch_size: int = 100, parallel: int = 2
+    ) -> Worker:
+        """Work the sync_all queue: each job fans out its tenant. The fan-outs of the jobs
+        running at once (up to ``concurrency``) are made together, in up to ``parallel``
+        transactions at once of up to ``batch_size`` tenants each (see
+        :meth:`fan_out_many`)."""
+        if not 1 <= batch_size <= 10_000 or not 1 <= parallel <= 100:
+            raise InvalidOption(
+                f"batch_size must be 1-10000 and parallel 1-100, got {batch_size!r} and "
+                f"{parallel!r}"
+            )
+        batcher = _Batcher(self, batch_size, parallel)
 
         async def handle(job: Job) -> dict[str, Any]:
-            return (await self.fan_out(job.data["tenant"])).to_json()
+            return (await batcher.fan_out(job.data["tenant"])).to_json()
 
         return await self.queue.work(SYNC_ALL_QUEUE, handle, concurrency=concurrency)
 
     async def fan_out(self, tenant: str) -> FanOut:
         """Send one sync per due active integration of ``tenant`` (see the module doc)."""
+        return (await self.fan_out_many([tenant]))[0]
+
+    async def fan_out_many(self, tenants: Sequence[str]) -> list[FanOut]:
+        """Fan out several tenants in one transaction (a handful of round trips, whatever
+        their number): what the sync_all worker does with the jobs it runs at once.
+        Returns one :class:`FanOut` per tenant, in order; a tenant named twice is fanned
+        out once (its second entry sends nothing)."""
         executor = self.executor
+        wanted = list(dict.fromkeys(tenants))
+        counts = {tenant: [0, 0, 0, 0] for tenant in wanted}  # FanOut's counters
+        rates: dict[str, tuple[int, float]] = {}
         async with self.queue.pool.connection() as conn, conn.transaction():
+            await conn.execute(self._sql["scheduler_jit_off"])
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self._sql["scheduler_now"], {"now": self.clock.now()})
-            now_row = await cur.fetchone()
-            assert now_row is not None
-            now: datetime = next(iter(now_row.values()))
-            await cur.execute(self._sql["integration_scheduling_candidates"], {"tenant": tenant})
+            await cur.execute(
+                self._sql["integration_scheduling_candidates"],
+                {"tenants": wanted, "now": self.clock.now()},
+            )
             rows = await cur.fetchall()
             batches: dict[str, list[JobSpec]] = defaultdict(list)
-            limits: dict[str, tuple[int | None, int]] = {}
+            limits: dict[tuple[str, str], tuple[int | None, int]] = {}
             due_ids: list[str] = []
-            not_due = unknown = 0
-            rate_key: str | None = None
+            # Integrations scheduled together share their last time: one cron step each.
+            next_fires: dict[tuple[str, datetime], datetime] = {}
             for row in rows:
+                tenant: str = row["tenant_id"]
+                count = counts[tenant]
                 connector = executor.connectors.get(row["connector"])
                 if connector is None:
-                    unknown += 1
+                    count[2] += 1
                     log.warning(
                         "integration %s uses connector %r, which is not installed",
                         row["id"],
                         row["connector"],
                     )
                     continue
-                if row["starts_per_interval"] and rate_key is None:
+                rate_key: str | None = None
+                if row["starts_per_interval"]:
                     rate_key = tenant_rate_key(tenant)
+                    rates[tenant] = (row["starts_per_interval"], row["start_interval_s"])
                 for name, kind in connector.job_types().items():
                     if kind.kind != "sync":
                         continue
                     cron = row["schedule"] or row["sync_schedule"] or kind.every or self.tick
-                    if not _due(cron, row["last_scheduled_at"], now):
-                        not_due += 1
+                    if not _due(cron, row["last_scheduled_at"], row["now"], next_fires):
+                        count[1] += 1
                         continue
-                    payload = executor.payload(
-                        connector, tenant=tenant, integration=row["id"], config=row["config"]
-                    )
+                    try:
+                        payload = executor.payload(
+                            connector, tenant=tenant, integration=row["id"], config=row["config"]
+                        )
+                    except ConfigError as exc:
+                        # One integration's stale config must not hold back its tenant's.
+                        count[3] += 1
+                        log.warning("integration %s not scheduled: %s", row["id"], exc)
+                        continue
                     queue_name = connector.queue_name(name)
                     if row["max_concurrent"] or row["fairness_weight"] != 1:
-                        limits[queue_name] = (row["max_concurrent"], row["fairness_weight"])
+                        limits[queue_name, tenant] = (
+                            row["max_concurrent"],
+                            row["fairness_weight"],
+                        )
                     batches[queue_name].append(
                         JobSpec(
                             payload,
@@ -180,11 +229,12 @@ class TenantScheduler:
                             fairness_key=tenant,
                             singleton_key=row["id"],
                             priority=kind.priority,
-                            rate_key=rate_key if row["starts_per_interval"] else None,
+                            rate_key=rate_key,
                         )
                     )
                     due_ids.append(row["id"])
-            for queue_name, (max_active, weight) in limits.items():
+                    count[0] += 1
+            for (queue_name, tenant), (max_active, weight) in limits.items():
                 await conn.execute(
                     self._sql["tenant_queue_limits_apply"],
                     {
@@ -198,25 +248,89 @@ class TenantScheduler:
                 await self.queue.send_many(queue_name, specs, conn=conn)
             if due_ids:
                 await conn.execute(
-                    self._sql["integration_mark_scheduled"], {"ids": due_ids, "at": now}
+                    self._sql["integration_mark_scheduled"],
+                    {"ids": due_ids, "at": rows[0]["now"]},
                 )
-        if rate_key is not None:
-            await self._ensure_tenant_rate(tenant)
-        return FanOut(tenant, len(due_ids), not_due, unknown)
-
-    async def _ensure_tenant_rate(self, tenant: str) -> None:
-        async with self.queue.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self._sql["tenant_get_limits"], {"tenant": tenant})
-            row = await cur.fetchone()
-        if row and row["starts_per_interval"]:
-            await self.queue.set_rate_limit(
-                tenant_rate_key(tenant), row["starts_per_interval"], row["start_interval_s"]
-            )
+        for tenant, (capacity, per) in rates.items():
+            await self.queue.set_rate_limit(tenant_rate_key(tenant), capacity, per)
+        results = {t: FanOut(t, c[0], c[1], c[2], c[3]) for t, c in counts.items()}
+        return [results.pop(t) if t in results else FanOut(t, 0, 0, 0, 0) for t in tenants]
 
 
-def _due(cron: str, last: datetime | None, now: datetime) -> bool:
-    """Whether ``cron`` fired in ``(last, now]`` (always, when never scheduled)."""
+class _Batcher:
+    """Gathers the fan-outs asked for while others are being made, and makes them together.
+
+    Up to ``parallel`` batches are made at once (each in its own transaction), each of up
+    to ``size`` tenants: waiting fan-outs are shared evenly between the batches starting,
+    so the database's cores work at once. An idle batcher starts at once (after the
+    handlers started in the same loop turn have asked); batches grow with load. A batch
+    that fails is made again tenant by tenant, so one tenant's error fails only its job."""
+
+    def __init__(self, scheduler: TenantScheduler, size: int, parallel: int) -> None:
+        self._scheduler = scheduler
+        self._size = size
+        self._parallel = parallel
+        self._waiting: list[tuple[str, asyncio.Future[FanOut]]] = []
+        # Counted in step with the runners' loops (no await between a runner's last look
+        # at the waiting list and its leaving), so a request never waits with no runner.
+        self._active = 0
+        self._runners: set[asyncio.Task[None]] = set()
+
+    async def fan_out(self, tenant: str) -> FanOut:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[FanOut] = loop.create_future()
+        self._waiting.append((tenant, future))
+        if self._active < self._parallel:
+            self._active += 1
+            runner = loop.create_task(self._run(), name="sync_all fan-out")
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+        # A cancelled handler (a stopping worker) cancels its future; the batch skips it.
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                share = -(-len(self._waiting) // self._active)  # ceiling
+                take = max(1, min(self._size, share))
+                batch = [w for w in self._waiting[:take] if not w[1].done()]
+                del self._waiting[:take]
+                if batch:
+                    await self._make(batch)
+        finally:
+            self._active -= 1
+            if self._active == 0:  # cancelled, and nobody is left to serve these
+                for _, future in self._waiting:
+                    future.cancel()
+                self._waiting.clear()
+
+    async def _make(self, batch: list[tuple[str, asyncio.Future[FanOut]]]) -> None:
+        try:
+            results = await self._scheduler.fan_out_many([tenant for tenant, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            for item in batch:
+                await self._make([item])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def _due(
+    cron: str,
+    last: datetime | None,
+    now: datetime,
+    next_fires: dict[tuple[str, datetime], datetime],
+) -> bool:
+    """Whether ``cron`` fired in ``(last, now]`` (always, when never scheduled);
+    ``next_fires`` caches the first fire after ``last`` by ``(cron, last)``."""
     if last is None:
         return True
-    return bool(croniter(cron, last).get_next(datetime) <= now)
+    fire = next_fires.get((cron, last))
+    if fire is None:
+        fire = next_fires[cron, last] = croniter(cron, last).get_next(datetime)
+    return fire <= now
