@@ -16,7 +16,8 @@ How it fails
     results stay buffered meanwhile (the jobs stay active, fenced). A handler that outlives
     its lease is cancelled and its attempt recorded as failed. ``stop()`` stops fetching,
     waits up to the grace period, then cancels what still runs and releases those jobs
-    without spending their attempt.
+    without spending their attempt; if the database is unreachable then, it gives up on the
+    unwritten results after ``_FINAL_WRITE_TIMEOUT`` (lease expiry re-runs those jobs).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class Handler(Protocol):
 
 
 _MAX_BACKOFF = 5.0
+# How long stop() keeps retrying to write the last results when the database does not
+# answer, before it gives up on them (their jobs then run again after lease expiry): a
+# worker stopped during an outage must still exit.
+_FINAL_WRITE_TIMEOUT = 10.0
 _ERROR_TEXT_LIMIT = 64 * 1024
 
 
@@ -89,6 +94,7 @@ class _Completer:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._writing = 0  # results in the batch being written
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="completer")
@@ -127,6 +133,7 @@ class _Completer:
             self._pending.clear()
             done, failed, released = self._done, self._failed, self._released
             self._done, self._failed, self._released = ([], [], []), ([], [], [], []), ([], [], [])
+            self._writing = len(done[0]) + len(failed[0]) + len(released[0])
             while True:
                 try:
                     await self._write(done, failed, released)
@@ -143,6 +150,7 @@ class _Completer:
                     # The jobs stay active and their leases expire, so they run again.
                     log.exception("completion write failed; the batch's leases will expire")
                     break
+            self._writing = 0
             if not self._pending.is_set():
                 self._idle.set()
                 if self._closing:
@@ -202,11 +210,29 @@ class _Completer:
         """Wait until every buffered result is written."""
         await self._idle.wait()
 
-    async def close(self) -> None:
+    @property
+    def unwritten(self) -> int:
+        """Results buffered or being written."""
+        return self._writing + len(self._done[0]) + len(self._failed[0]) + len(self._released[0])
+
+    async def close(self, give_up_after: float) -> None:
+        """Write what is buffered, giving up after ``give_up_after`` seconds (the database
+        is unreachable): those jobs stay active until their leases expire, then run again."""
         self._closing = True
         self._kick()
-        if self._task is not None:
-            await self._task
+        if self._task is None:
+            return
+        finished, _ = await asyncio.wait({self._task}, timeout=give_up_after)
+        if not finished:
+            unwritten = self.unwritten
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            log.warning(
+                "stopping with %d job result(s) not written (the database did not answer "
+                "for %.0fs); those jobs run again once their leases expire",
+                unwritten,
+                give_up_after,
+            )
 
 
 class Worker:
@@ -293,7 +319,9 @@ class Worker:
     async def stop(self, grace: float | None = None) -> None:
         """Stop fetching, let running handlers finish for up to ``grace`` seconds (default
         ``shutdown_grace``), then cancel the rest and put their jobs back in the queue
-        without spending an attempt. Returns when every result is written."""
+        without spending an attempt. Returns when every result is written, or when the
+        database has not answered for 10 s more (those jobs are then re-run after their
+        leases expire, with an attempt spent)."""
         if self._stopping:
             await self._stopped.wait()
             return
@@ -323,7 +351,7 @@ class Worker:
             slot.cancel()
         await asyncio.gather(*self._slots, return_exceptions=True)
         self._slots.clear()
-        await self._completer.close()
+        await self._completer.close(give_up_after=_FINAL_WRITE_TIMEOUT)
         await self._progress.close()
         self._stopped.set()
 
