@@ -8,6 +8,7 @@ issue's full numbers. :func:`pick` chooses between them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -273,13 +274,14 @@ def drop_schema(url: str, name: str) -> None:
 
 
 def create_queue(url: str, schema: str, name: str, **settings: Any) -> None:
-    """Create a queue (from synchronous test code)."""
+    """Create a queue (callable from sync and async tests: it runs in a thread)."""
 
     async def create() -> None:
         async with QueueClient(url, schema=schema, maintenance=False) as client:
             await client.create_queue(name, **settings)
 
-    asyncio.run(create())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
 
 
 def job_counts(url: str, schema: str, queue: str) -> dict[str, int]:
