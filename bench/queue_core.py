@@ -196,6 +196,11 @@ def _worker_process(
     out: Any,
 ) -> None:
     """Entry point of a spawned worker process (``mode``: drain or latency)."""
+    # Experiments: server settings for the workers' connections only (not the sender's),
+    # e.g. "-c synchronous_commit=off".
+    options = _setting("WORKER_PGOPTIONS", "")
+    if options:
+        os.environ["PGOPTIONS"] = options
     asyncio.run(_worker_main(mode, url, schema, queue, concurrency, index, counts, go, stop, out))
 
 
