@@ -26,17 +26,14 @@ ROUNDS = 3
 
 
 async def _fill(client: QueueClient, queue: str, keys: int, column: str | None) -> None:
-    """JOBS jobs; when ``column`` is set, job i gets key ``k{i % keys}`` in that column."""
+    """JOBS jobs; with ``column`` ("group" or "fairness_key"), job i gets key k<i % keys>."""
     for start in range(0, JOBS, 5_000):
-        await client.send_many(queue, [JobSpec({"i": i}) for i in range(start, start + 5_000)])
+        specs = [
+            JobSpec({"i": i}, **({column: f"k{i % keys}"} if column else {}))
+            for i in range(start, start + 5_000)
+        ]
+        await client.send_many(queue, specs)
     async with client.pool.connection() as conn:
-        if column is not None:
-            await conn.execute(
-                sql.SQL("update {}.job set {} = 'k' || ((data->>'i')::int % %s)").format(
-                    sql.Identifier(client.schema), sql.Identifier(column)
-                ),
-                (keys,),
-            )
         await conn.execute(sql.SQL("vacuum analyze {}.job").format(sql.Identifier(client.schema)))
 
 
@@ -49,7 +46,7 @@ async def _drain_rate(url: str, *, group_limit: int | None, fair: bool, keys: in
         if group_limit is not None:
             settings["group_limit"] = group_limit
         await c.create_queue("q", **settings)
-        column = "group_key" if group_limit is not None else ("fairness_key" if fair else None)
+        column = "group" if group_limit is not None else ("fairness_key" if fair else None)
         await _fill(c, "q", keys, column)
 
         handled = 0
