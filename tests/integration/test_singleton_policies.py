@@ -375,7 +375,6 @@ async def test_a_policy_change_applies_to_jobs_sent_after_it(
 # -- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize(
     "options",
     [
