@@ -75,7 +75,8 @@ def _recovery(done: list[float], ready: float, baseline: float, horizon: float) 
 
 async def test_postgres_restart_under_load(cluster: PgCluster, cluster_schema, workdir, report):
     url, schema = cluster.url, cluster_schema
-    create_queue(url, schema, "flow", expire_in=10, retry_limit=10, retry_delay=0)
+    # events=True: the job-events log must not double a completion either.
+    create_queue(url, schema, "flow", expire_in=10, retry_limit=10, retry_delay=0, events=True)
     options = {
         "url": url,
         "schema": schema,
@@ -132,6 +133,22 @@ async def test_postgres_restart_under_load(cluster: PgCluster, cluster_schema, w
         f"{mode}#{n}": rounded(_recovery(done, ready, baseline, SPACING), 2)
         for n, (mode, _, ready) in enumerate(restarts)
     }
+    # The slowest 1 s window around each restart (how deep the dip was).
+    dips = {
+        f"{mode}#{n}": sum(1 for d in done if t <= d < t + 1.0)
+        for n, (mode, asked, ready) in enumerate(restarts)
+        for t in [
+            min(
+                (asked - 1.0 + i * 0.1 for i in range(int((ready - asked + 3.0) / 0.1))),
+                key=lambda t: sum(1 for d in done if t <= d < t + 1.0),
+            )
+        ]
+    }
+    completed_events = Counter(
+        str(r[0])
+        for r in query(url, schema, "select job_id from {s}.job_event where kind = 'completed'")
+    )
+    doubled_events = sum(1 for n in completed_events.values() if n > 1)
     runs = Runs.read(workdir)
     finished_runs = Counter(r.job for r in runs.all() if r.end is not None)
     twice = [job for job, n in finished_runs.items() if n > 1]
@@ -146,6 +163,9 @@ async def test_postgres_restart_under_load(cluster: PgCluster, cluster_schema, w
         restarts=[(mode, round(ready - asked, 2)) for mode, asked, ready in restarts],
         baseline_jobs_per_s=round(baseline, 1),
         recovery_s=recovery,
+        lowest_1s_window_jobs=dips,
+        completed_events_doubled=doubled_events,
+        completed_events_missing=states.get("completed", 0) - len(completed_events),
         send_errors=dict(errors),
         workers_alive=alive,
         worker_log_lines=log_lines,
@@ -153,6 +173,7 @@ async def test_postgres_restart_under_load(cluster: PgCluster, cluster_schema, w
     assert states == {"completed": len(sent)}
     assert set(sent) == in_db
     assert twice == []
+    assert doubled_events == 0
     assert baseline >= 0.8 * RATE
     assert all(v is not None and v <= RECOVERY_BAR for v in recovery.values()), recovery
     assert alive_after_each == [WORKERS] * len(RESTARTS) and alive == WORKERS
