@@ -218,6 +218,7 @@ def test_three_daemons_tick_once_share_the_work_and_rerun_a_dead_ones_job(
                 "concurrency": 2,
                 "shutdown_grace": 10,
                 "notify_log": False,
+                "audit_export_file": str(tmp_path / "audit.jsonl"),
             }
         )
     )
@@ -279,6 +280,11 @@ def test_three_daemons_tick_once_share_the_work_and_rerun_a_dead_ones_job(
                 return not busy
 
             _until(all_done, within=60, what="every fan-out and sync finished")
+
+            def exported() -> bool:
+                return _stream_keys(database_url, schema) <= _file_keys(tmp_path / "audit.jsonl")
+
+            _until(exported, within=30, what="the audit stream exported to the file")
         finally:
             codes = [daemon.stop() for daemon in daemons]
     outputs = [d.output for d in daemons]
@@ -360,6 +366,32 @@ def test_three_daemons_tick_once_share_the_work_and_rerun_a_dead_ones_job(
     )
     assert [e["kind"] for e in lost] == ["retrying"]
     assert "lease expired" in lost[0]["data"]["error"]["message"]
+
+    # The three daemons exported the audit stream to one file, one at a time: every entry
+    # is there (the expiry above among them), each line a whole entry.
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert _stream_keys(database_url, schema) <= {json.loads(line)["key"] for line in lines}
+    kinds = {json.loads(line)["kind"] for line in lines}
+    assert {"created", "paused", "synced", "retrying"} <= kinds
+
+
+def _stream_keys(url: str, schema: str) -> set[str]:
+    """The audit stream's entries now: lifecycle events, and job events of integrations'
+    jobs."""
+    events = _rows(url, schema, "select id from {s}.integration_event")
+    jobs = _rows(
+        url,
+        schema,
+        "select e.id from {s}.job_event e join {s}.job j on j.id = e.job_id"
+        " where j.data ? 'integration'",
+    )
+    return {f"integration:{r['id']}" for r in events} | {f"job:{r['id']}" for r in jobs}
+
+
+def _file_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()}
 
 
 # -- SIGTERM drains ----------------------------------------------------------------------------

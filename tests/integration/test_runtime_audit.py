@@ -459,3 +459,23 @@ def test_entries_are_json_ready() -> None:
     )
     assert entry.key == "integration:7"
     assert json.loads(json.dumps(entry.to_json()))["at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_daemon_settings_name_the_exporters(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from patchbay.runtime.daemon import exporters_from
+    from patchbay.runtime.settings import DaemonSettings
+
+    with pytest.raises(ValidationError, match="http"):
+        DaemonSettings(audit_export_url="ftp://audit.example.com")
+    settings = DaemonSettings(
+        audit_export_url="https://audit.example.com/in", audit_export_file=str(tmp_path / "a")
+    )
+    client = QueueClient("postgresql://unused", schema="patchbay")
+    exporters = exporters_from(settings, client)
+    assert [(e.name, type(e.sink).__name__) for e in exporters] == [
+        ("http", "HttpSink"),
+        ("file", "FileSink"),
+    ]
+    assert exporters_from(DaemonSettings(), client) == []

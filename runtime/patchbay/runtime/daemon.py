@@ -30,6 +30,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -39,6 +40,7 @@ from patchbay.connectors.webhooks import Endpoint, Webhooks
 from patchbay.queue import QueueClient, Statements, Worker, migrate
 from patchbay.secrets import Vault, install_log_redaction, load_key_provider
 
+from .audit import AuditExporter, FileSink, HttpSink
 from .database import data_home, resolve_database_url
 from .failure_policy import FailureTracker
 from .notifications import (
@@ -73,6 +75,7 @@ class DaemonParts:
     notifier: Notifier
     webhooks: Webhooks | None = None
     workers: list[Worker] = field(default_factory=list)
+    exporters: list[AuditExporter] = field(default_factory=list)
 
 
 def channel_from_config(
@@ -166,6 +169,17 @@ def channels_from(settings: DaemonSettings) -> list[Channel]:
     return found
 
 
+def exporters_from(settings: DaemonSettings, client: QueueClient) -> list[AuditExporter]:
+    """The audit stream's exporters the settings ask for."""
+    found = []
+    if settings.audit_export_url:
+        found.append(AuditExporter(client, HttpSink(settings.audit_export_url), name="http"))
+    if settings.audit_export_file:
+        sink = FileSink(Path(settings.audit_export_file))
+        found.append(AuditExporter(client, sink, name="file"))
+    return found
+
+
 class Daemon:
     """``patchbay run``. ``connectors`` default to the installed plugins; ``channels``
     are added to the ones the settings configure."""
@@ -243,6 +257,9 @@ class Daemon:
                 )
             )
             parts.webhooks = webhooks
+            parts.exporters += exporters_from(settings, client)
+            for exporter in parts.exporters:
+                exporter.start()
             self.parts = parts
             await self.reconcile_schedules()
             reconcile = asyncio.get_running_loop().create_task(self._reconcile_loop())
@@ -258,6 +275,8 @@ class Daemon:
                 reconcile.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconcile
+                for exporter in parts.exporters:
+                    await exporter.stop()
                 self.announce("stopping: letting running jobs finish")
                 await client.close(grace=settings.shutdown_grace)
                 await webhooks.close()

@@ -89,6 +89,25 @@ class DaemonSettings(BaseSettings):
         '"recipients": [...]} | {"type": "log"}]}.',
     )
 
+    audit_export_url: str | None = Field(
+        None,
+        description="Deliver the audit stream (integration lifecycle and job events) to this "
+        "HTTP endpoint: POSTed JSON batches, at least once, one daemon at a time (exporter "
+        "'http'; a new exporter starts at the beginning of the stream). Unset: not exported.",
+    )
+    audit_export_file: str | None = Field(
+        None,
+        description="Append the audit stream to this file as JSON lines, at least once "
+        "(exporter 'file'; every daemon must see the same file). Unset: not exported.",
+    )
+
+    @field_validator("audit_export_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @field_validator("scheduler_tick")
     @classmethod
     def _cron(cls, value: str) -> str:
