@@ -95,6 +95,7 @@ class QueueClient:
             min_size=integer("pool_min", pool_min, minimum=0),
             max_size=integer("pool_max", pool_max, minimum=1),
             kwargs={"autocommit": True, "application_name": application_name},
+            configure=_configure_session,
             open=False,
             name=f"patchbay-{self.schema}",
         )
@@ -705,3 +706,10 @@ def _check_redrivable(jid: uuid.UUID, row: dict[str, Any] | None, queue: str) ->
             f"cannot redrive job {jid}: its source queue {row['origin_queue']!r} no longer "
             "exists; create it again first"
         )
+
+
+async def _configure_session(conn: psycopg.AsyncConnection[Any]) -> None:
+    # JIT compilation costs 100+ ms per execution once the planner's estimates pass
+    # jit_above_cost, which the fetch statements' do on big tables; queue statements are
+    # short and frequent, so compiling them never pays off.
+    await conn.execute("set jit = off")
