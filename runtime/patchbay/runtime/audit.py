@@ -24,6 +24,9 @@ State model
     was running when the gap was first seen has ended (the snapshot's ``xmin`` passed the
     ``xmax`` of the read that found it) and ``gap_grace`` seconds passed; entries above a
     gap are delivered meanwhile and remembered, so they are not sent again by this process.
+    So a writing transaction left open anywhere on the server (the snapshot's ``xmin`` is
+    the server's) holds the position back, and delivery with it once ``batch_size``
+    entries wait above the gap, until it ends; read-only transactions (pg_dump) do not.
 
 How it fails
     A sink that raises (or times out) is logged; the batch is retried after ``retry_delay``
