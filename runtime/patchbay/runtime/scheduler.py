@@ -172,7 +172,6 @@ class TenantScheduler:
         counts = {tenant: [0, 0, 0, 0] for tenant in wanted}  # FanOut's counters
         rates: dict[str, tuple[int, float]] = {}
         async with self.queue.pool.connection() as conn, conn.transaction():
-            await conn.execute(self._sql["scheduler_jit_off"])
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 self._sql["integration_scheduling_candidates"],

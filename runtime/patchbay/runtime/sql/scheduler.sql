@@ -1,8 +1,3 @@
--- name: scheduler_jit_off
--- For the fan-out's transaction: Postgres estimates the send of a large batch costly enough
--- to JIT-compile it, which takes longer than running it (~160 ms for 1,000 jobs).
-set local jit = off;
-
 -- name: integration_scheduling_candidates
 -- The active integrations of the given active tenants, with what the due check needs and
 -- the clock it is made against (the caller's, else the database's: one round trip for
