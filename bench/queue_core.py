@@ -327,26 +327,37 @@ class _Workers:
         ]
         self.concurrency = concurrency
 
-    async def _receive(self, kind: str) -> tuple[int, Any]:
+    async def _receive_all(self, kind: str) -> list[Any]:
+        """One ``kind`` message from every process, by process index. A process that has
+        sent its message may exit; one that exits (or hangs) before it fails the run."""
+        payloads: dict[int, Any] = {}
         deadline = time.monotonic() + _WAIT_LIMIT_S
-        while True:
+        silent_dead = 0
+        while len(payloads) < len(self.procs):
             try:
                 got, index, payload = await asyncio.to_thread(self.out.get, True, 1.0)
             except stdlib_queue.Empty:
-                if time.monotonic() > deadline or not all(p.is_alive() for p in self.procs):
-                    raise RuntimeError(f"worker process died or hung before {kind!r}") from None
+                dead = [
+                    i for i, p in enumerate(self.procs) if i not in payloads and not p.is_alive()
+                ]
+                # A dead process's last message may still be in the pipe: one more wait.
+                silent_dead = silent_dead + 1 if dead else 0
+                if time.monotonic() > deadline or silent_dead > 1:
+                    raise RuntimeError(
+                        f"worker process(es) {dead or 'all'} died or hung before {kind!r}"
+                    ) from None
                 continue
             if got != kind:
                 raise RuntimeError(f"worker process sent {got!r}, expected {kind!r}")
-            return index, payload
+            payloads[index] = payload
+        return [payloads[i] for i in range(len(self.procs))]
 
     async def start(self) -> float:
         """Start the processes, wait until each has its pool open, then release them all;
         returns the release time (``time.time()``)."""
         for proc in self.procs:
             proc.start()
-        for _ in self.procs:
-            await self._receive("ready")
+        await self._receive_all("ready")
         started = time.time()
         self.go.set()
         return started
@@ -362,10 +373,7 @@ class _Workers:
 
     async def finish(self) -> list[dict[str, Any]]:
         self.stop.value = 1
-        results: list[dict[str, Any]] = [{} for _ in self.procs]
-        for _ in self.procs:
-            index, figures = await self._receive("done")
-            results[index] = figures
+        results: list[dict[str, Any]] = await self._receive_all("done")
         return results
 
     def close(self) -> None:
