@@ -30,9 +30,11 @@ from patchbay.queue._maintenance import _lock_key
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(pick(180, 600))]
 
 ASYNC_JOBS = pick(6, 20)
-LEASE = 2.0
+LEASE = 4.0
 INTERVAL = 0.5
-HANDLER = 1.5  # shorter than the lease: only the pause makes them outlive it
+# Shorter than the lease (only the pause makes them outlive it), long enough to freeze the
+# processes mid-call on a loaded machine.
+HANDLER = 3.0
 # A stalled pass is ended after _PASS_IDLE_TIMEOUT (5 s); then the next pass of another
 # client expires the leases (one interval), plus scheduling slack on a loaded machine.
 HOSTAGE_BOUND = 5.0 + INTERVAL + 1.5
@@ -108,8 +110,14 @@ def test_paused_worker_late_writes_are_rejected(database_url, schema, workdir, r
         paused.signal(signal.SIGSTOP)
         frozen_at = time.time()
 
+        # C cuts every handler to 0.05 s: its own attempt must not outlive its lease.
         rescuer = WorkerProcess(
-            workdir, name="c", queue=["paused", "blocked"], concurrency=ASYNC_JOBS, **base
+            workdir,
+            name="c",
+            queue=["paused", "blocked"],
+            concurrency=ASYNC_JOBS,
+            max_sleep=0.05,
+            **base,
         )
         workers.append(rescuer)
         total = ASYNC_JOBS + 1
@@ -134,6 +142,12 @@ def test_paused_worker_late_writes_are_rejected(database_url, schema, workdir, r
         time.sleep(0.5)  # anything else they would write
         status = {w.name: w.status() for w in workers}
         alive = all(w.alive for w in workers)
+        # Postgres ended M's stalled pass: M learns it on waking up, and goes on.
+        wait_for(
+            lambda: any("maintenance pass failed" in line for line in holder.log_lines()),
+            10,
+            "M's stalled pass was ended by Postgres",
+        )
     finally:
         exit_codes = [w.stop() for w in workers]
 
