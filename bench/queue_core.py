@@ -66,6 +66,7 @@ LATENCY_WARMUP = _int("LATENCY_WARMUP", 20)
 LATENCY_GAP_S = _int("LATENCY_GAP_MS", 20) / 1000
 BACKLOG_JOBS = _int("BACKLOG_JOBS", 10_000)
 BACKLOG_PROCESSES = _int("BACKLOG_PROCESSES", 2)
+BACKLOG_ROUNDS = _int("BACKLOG_ROUNDS", 3)
 # The 1,000,000 other rows: completed history and deferred jobs of the drained queue, and
 # another queue's runnable backlog.
 BACKLOG_HISTORY = _int("BACKLOG_HISTORY", 800_000)
@@ -101,12 +102,12 @@ def _vacuum(url: str, schema: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _schema(url: str) -> AsyncIterator[str]:
+async def _schema(url: str, prefix: str = "b") -> AsyncIterator[str]:
     # As long as the default schema name, "patchbay": the name is spelled into every
     # statement, and psycopg re-parses (does not cache) statements over 4096 bytes, so a
     # longer name could measure a cost a default deployment does not pay. Unique per
     # process; the benchmarks of one run use it one after another.
-    schema = f"b{os.getpid() % 10**7:07d}"
+    schema = f"{prefix}{os.getpid() % 10**7:07d}"
     drop = "drop schema if exists {schema} cascade"
     await asyncio.to_thread(_run_sql, url, schema, drop)
     await asyncio.to_thread(migrate_sync, url, schema)
@@ -534,37 +535,55 @@ def _fill_backlog(url: str, schema: str) -> None:
 @benchmark("backlog")
 async def backlog(url: str) -> list[dict[str, Any]]:
     """Drain rate of BACKLOG_JOBS with a million other rows in the job table, over the rate
-    of the same jobs in an otherwise empty table."""
-    async with _schema(url) as schema, QueueClient(url, schema=schema) as client:
-        await client.create_queue(QUEUE)
-        await client.create_queue(OTHER_QUEUE)
-
-        # Empty table: the jobs are a bulk load autovacuum would analyze.
-        await _enqueue(client, QUEUE, BACKLOG_JOBS)
-        await asyncio.to_thread(_vacuum, url, schema)
-        await asyncio.to_thread(_checkpoint, url)
-        empty = await _drain(url, schema, BACKLOG_JOBS, BACKLOG_PROCESSES)
-
-        # A million other rows, loaded and analyzed; then the same jobs sent on top (too
-        # few for autovacuum to act on in a table this size).
-        await asyncio.to_thread(_run_sql, url, schema, "truncate {schema}.job")
+    of the same jobs in an otherwise empty table. A drain of 10,000 jobs lasts well under a
+    second, so each side is measured BACKLOG_ROUNDS times, alternately, in two schemas, and
+    the medians are compared."""
+    async with (
+        _schema(url, "b") as empty_schema,
+        _schema(url, "c") as full_schema,
+        QueueClient(url, schema=empty_schema) as empty_client,
+        QueueClient(url, schema=full_schema) as full_client,
+    ):
+        for client in (empty_client, full_client):
+            await client.create_queue(QUEUE)
+            await client.create_queue(OTHER_QUEUE)
+        # A million other rows, loaded and analyzed, as autovacuum would after such a load.
         loaded_at = time.perf_counter()
-        await asyncio.to_thread(_fill_backlog, url, schema)
-        await asyncio.to_thread(_vacuum, url, schema)
+        await asyncio.to_thread(_fill_backlog, url, full_schema)
+        await asyncio.to_thread(_vacuum, url, full_schema)
         load_s = time.perf_counter() - loaded_at
-        await _enqueue(client, QUEUE, BACKLOG_JOBS)
-        await asyncio.to_thread(_checkpoint, url)
-        full = await _drain(url, schema, BACKLOG_JOBS, BACKLOG_PROCESSES)
-    other_rows = BACKLOG_HISTORY + BACKLOG_DEFERRED + BACKLOG_OTHER
+        empty: list[dict[str, Any]] = []
+        full: list[dict[str, Any]] = []
+        for _ in range(BACKLOG_ROUNDS):
+            # Empty table: only this round's jobs, a bulk load autovacuum would analyze.
+            await asyncio.to_thread(_run_sql, url, empty_schema, "truncate {schema}.job")
+            await _enqueue(empty_client, QUEUE, BACKLOG_JOBS)
+            await asyncio.to_thread(_vacuum, url, empty_schema)
+            await asyncio.to_thread(_checkpoint, url)
+            empty.append(await _drain(url, empty_schema, BACKLOG_JOBS, BACKLOG_PROCESSES))
+            # The same jobs sent on top of the million rows (and of the earlier rounds'
+            # finished jobs): too few for autovacuum to act on in a table this size.
+            await _enqueue(full_client, QUEUE, BACKLOG_JOBS)
+            await asyncio.to_thread(_checkpoint, url)
+            full.append(await _drain(url, full_schema, BACKLOG_JOBS, BACKLOG_PROCESSES))
+    full_rate = statistics.median(r["jobs_per_s"] for r in full)
+    empty_rate = statistics.median(r["jobs_per_s"] for r in empty)
     return [
         {
-            "ratio": round(full["jobs_per_s"] / empty["jobs_per_s"], 3),
-            "jobs_per_s": full["jobs_per_s"],
-            "empty_jobs_per_s": empty["jobs_per_s"],
+            "ratio": round(full_rate / empty_rate, 3),
+            "jobs_per_s": round(full_rate),
+            "empty_jobs_per_s": round(empty_rate),
+            "rounds": BACKLOG_ROUNDS,
+            "round_ratios": [
+                round(f["jobs_per_s"] / e["jobs_per_s"], 2)
+                for f, e in zip(full, empty, strict=True)
+            ],
             "jobs": BACKLOG_JOBS,
-            "other_rows": other_rows,
+            "other_rows": BACKLOG_HISTORY + BACKLOG_DEFERRED + BACKLOG_OTHER,
             "processes": BACKLOG_PROCESSES,
-            "concurrency": full["concurrency"],
+            "concurrency": full[0]["concurrency"],
+            "db_cpu_us_per_job": statistics.median(r["db_cpu_us_per_job"] for r in full),
+            "empty_db_cpu_us_per_job": statistics.median(r["db_cpu_us_per_job"] for r in empty),
             "load_s": round(load_s, 1),
         }
     ]
