@@ -416,13 +416,20 @@ cursor_key as (select fairness_key as key from turn_keys order by pos desc limit
 
 -- name: job_complete_many
 -- Fenced by attempt: a worker that lost its lease cannot overwrite a newer attempt.
+-- The input is an OFFSET 0 subquery carrying the expected state, so the state test is a
+-- join condition: a generic plan (prepared statements) then probes the primary key per
+-- input row instead of scanning every active job and rescanning the input per job,
+-- which grew with the square of the batch.
 update {schema}.job j
 set state = 'completed',
     output = t.output::jsonb,
     finished_at = coalesce(%(now)s, now()),
     lease_expires_at = null
-from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outputs)s::text[]) as t(id, attempt, output)
-where j.id = t.id and j.attempt = t.attempt and j.state = 'active'
+from (select u.id, u.attempt, u.output, 'active'::{schema}.job_state as state
+      from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outputs)s::text[])
+          as u(id, attempt, output)
+      offset 0) as t
+where j.id = t.id and j.attempt = t.attempt and j.state = t.state
 returning j.id;
 
 -- name: job_fail_many
