@@ -40,7 +40,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from patchbay.connectors import RunInfo, RunStats
-from patchbay.queue import Clock, InvalidOption, QueueClient, Statements, SystemClock
+from patchbay.queue import Clock, InvalidOption, QueueClient, Statements
 
 from .audit import worker_identity
 
@@ -131,7 +131,7 @@ class FailureTracker:
         self.policy = policy or FailurePolicy()
         self.connector_policies = dict(connector_policies or {})
         self.redact = redact or (lambda text: text)
-        self.clock = clock or queue.clock or SystemClock()
+        self.clock = clock or queue.clock
         self._sql = Statements(queue.schema, package="patchbay.runtime")
 
     async def ensure_queue(self) -> None:

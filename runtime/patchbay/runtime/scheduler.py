@@ -50,7 +50,6 @@ from patchbay.queue import (
     QueueClient,
     QueueNotFound,
     Statements,
-    SystemClock,
     Worker,
 )
 
@@ -111,7 +110,7 @@ class TenantScheduler:
         self.queue = queue
         self.executor = executor
         self.tick = tick
-        self.clock = clock or queue.clock or SystemClock()
+        self.clock = clock or queue.clock
         self._sql = Statements(queue.schema, package="patchbay.runtime")
 
     async def ensure_queues(self) -> None:
