@@ -24,6 +24,7 @@ from patchbay.connectors import (
     HttpClient,
     RateLimited,
     RequestFailed,
+    RequestRejected,
     discover,
     load_connector,
     run_local,
@@ -152,6 +153,35 @@ async def test_429_is_rate_limited_with_the_providers_retry_after(
         await http.get(f"{api.url}/v1/me")
     assert limited.value.retry_after == 7.0 == limited.value.delay
     assert api.requests == 1  # not retried in place: the job gives its slot back
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 422])
+async def test_a_client_error_in_get_json_is_rejected_at_once_not_retried(
+    api: FakeContactsApi, http: HttpClient, status: int
+) -> None:
+    api.fail(status, times=3)
+    with pytest.raises(RequestRejected) as rejected:
+        await http.get_json(f"{api.url}/v1/me")
+    assert rejected.value.status == status and rejected.value.retryable is False
+    assert api.requests == 1  # the same request would fail the same way
+
+
+@pytest.mark.parametrize("status", [408, 409, 425])
+async def test_client_errors_that_may_pass_stay_transient_in_get_json(
+    api: FakeContactsApi, http: HttpClient, status: int
+) -> None:
+    api.fail(status)
+    with pytest.raises(RequestFailed) as failed:
+        await http.get_json(f"{api.url}/v1/me")
+    assert failed.value.status == status and failed.value.retryable
+
+
+async def test_paginate_stops_at_a_rejected_page(api: FakeContactsApi, http: HttpClient) -> None:
+    api.fail(404, after=1)
+    pages = http.paginate(f"{api.url}/v1/contacts", params={"limit": 25})
+    assert len((await anext(pages)).items) == 25
+    with pytest.raises(RequestRejected):
+        await anext(pages)
 
 
 async def test_paginate_follows_cursors(api: FakeContactsApi, http: HttpClient) -> None:

@@ -18,6 +18,7 @@ from .errors import (
     JobTypeNotFound,
     RateLimited,
     RequestFailed,
+    RequestRejected,
     SdkError,
     TransientError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "RateLimited",
     "Record",
     "RequestFailed",
+    "RequestRejected",
     "RunInfo",
     "RunStats",
     "SdkError",

@@ -5,6 +5,8 @@ Raised by connector code to tell the runtime what kind of failure happened::
     ConnectorError
     ├── AuthError          credentials rejected (401/403): not retried, a person must act
     ├── ConfigError        the integration's configuration is wrong: not retried
+    ├── RequestRejected    the provider refused the request itself (400, 404, 422...):
+    │                      retrying the same request cannot help, not retried
     ├── TransientError     a passing failure: retried with backoff
     │   └── RequestFailed  an HTTP call failed after its own retries
     └── RateLimited        the provider said "slow down": the job goes back to the queue
@@ -31,6 +33,7 @@ __all__ = [
     "JobTypeNotFound",
     "RateLimited",
     "RequestFailed",
+    "RequestRejected",
     "SdkError",
     "TransientError",
 ]
@@ -66,6 +69,19 @@ class RequestFailed(TransientError):
     status (None for a connection error)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RequestRejected(ConnectorError):
+    """The provider answered a client error (4xx other than 401/403/408/409/425/429): the
+    request itself is wrong (a removed resource, a field the API no longer accepts), so the
+    same request would fail again. Not retried: fix the connector or the integration's
+    configuration, then resume. ``status`` is the HTTP status."""
+
+    retryable = False
+
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
 

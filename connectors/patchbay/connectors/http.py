@@ -4,6 +4,8 @@
   jitter, ``attempts`` tries in all), then raise :class:`RequestFailed` (transient).
 - 401/403 raise :class:`AuthError`; 429 raises :class:`RateLimited` with the provider's
   Retry-After (seconds or HTTP date; default 60 s, capped at ``max_retry_after``).
+- The decoding helpers (``get_json``, ``paginate``) raise :class:`RequestRejected` (not
+  retried) for other client errors, except 408/409/425 which may pass and stay transient.
 - Every request is a child span ``HTTP <METHOD>`` of the job's span (OpenTelemetry API).
 """
 
@@ -24,11 +26,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .errors import AuthError, RateLimited, RequestFailed
+from .errors import AuthError, RateLimited, RequestFailed, RequestRejected
 
 __all__ = ["HttpClient", "Page", "retry_after_seconds"]
 
 _tracer = trace.get_tracer("patchbay.connectors")
+
+# Client errors that may pass if the same request is sent again later: a timeout on the
+# provider's side, a conflicting concurrent write, "too early" during a TLS replay window.
+_TRANSIENT_CLIENT_ERRORS = frozenset({408, 409, 425})
 
 
 class _Retryable(Exception):
@@ -142,10 +148,14 @@ class HttpClient:
         return await self.request("POST", url, **kwargs)
 
     async def get_json(self, url: str, **kwargs: Any) -> Any:
-        """GET and decode JSON; a non-2xx answer raises RequestFailed."""
+        """GET and decode JSON. A 4xx answer raises RequestRejected (not retried; 408, 409
+        and 425 raise RequestFailed, transient); any other non-2xx raises RequestFailed."""
         response = await self.get(url, **kwargs)
+        status = response.status_code
+        if 400 <= status < 500 and status not in _TRANSIENT_CLIENT_ERRORS:
+            raise RequestRejected(f"GET {url} answered {status}: the provider refused it", status)
         if not response.is_success:
-            raise RequestFailed(f"GET {url} answered {response.status_code}", response.status_code)
+            raise RequestFailed(f"GET {url} answered {status}", status)
         return response.json()
 
     async def paginate(
