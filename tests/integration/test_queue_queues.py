@@ -122,6 +122,25 @@ async def test_dead_letter_queue_must_exist(client: QueueClient, schema: str) ->
     assert (await client.get_queue("other")).dead_letter is None
 
 
+async def test_dead_letter_loops_are_refused_and_change_nothing(
+    client: QueueClient, schema: str
+) -> None:
+    with pytest.raises(InvalidOption, match="own dead-letter queue"):
+        await client.create_queue("self", dead_letter="self")
+    await client.create_queue("a")
+    await client.create_queue("b", dead_letter="a")
+    await client.create_queue("c", dead_letter="b")
+    with pytest.raises(InvalidOption, match="would form a loop"):
+        await client.update_queue("a", dead_letter="c")  # a -> c -> b -> a
+    with pytest.raises(InvalidOption, match="own dead-letter queue"):
+        await client.update_queue("a", dead_letter="a")
+    assert (await client.get_queue("a")).dead_letter is None
+    assert count_rows(client.conninfo, schema, "queue") == 3
+    # A chain that does not come back is fine, and so is re-saving the same settings.
+    await client.create_queue("d", dead_letter="c")
+    assert (await client.update_queue("d", retry_limit=5)).dead_letter == "c"
+
+
 async def test_deleting_a_dead_letter_queue_unlinks_it(client: QueueClient) -> None:
     await client.create_queue("dlq")
     await client.create_queue("q", dead_letter="dlq")

@@ -167,7 +167,8 @@ class QueueClient:
         validate_queue_name(name)
         wanted = QueueSettings.build(**settings)
         params = self._queue_params(name, wanted)
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._refuse_dead_letter_cycle(conn, name, wanted.dead_letter)
             try:
                 await conn.execute(self.sql["queue_insert"], params)
             except psycopg.errors.ForeignKeyViolation as exc:
@@ -189,7 +190,8 @@ class QueueClient:
         merged = QueueSettings.build(
             **{**{f: getattr(current, f) for f in current.__slots__}, **settings}
         )
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._refuse_dead_letter_cycle(conn, name, merged.dead_letter)
             try:
                 cur = await conn.execute(self.sql["queue_update"], self._queue_params(name, merged))
             except psycopg.errors.ForeignKeyViolation as exc:
@@ -199,6 +201,26 @@ class QueueClient:
             if await cur.fetchone() is None:
                 raise QueueNotFound(f"queue {name!r} does not exist")
         return await self.get_queue(name)
+
+    async def _refuse_dead_letter_cycle(
+        self, conn: psycopg.AsyncConnection[Any], name: str, dead_letter: str | None
+    ) -> None:
+        # A loop (a -> a, or a -> b -> a) would copy a failing job from queue to queue
+        # forever, a new job each time; refused before anything is written.
+        if dead_letter is None:
+            return
+        if dead_letter == name:
+            raise InvalidOption(f"queue {name!r} cannot be its own dead-letter queue")
+        await conn.execute(self.sql["queue_dead_letter_lock"], {"lock": f"{self.schema}:dlq"})
+        cur = await conn.execute(
+            self.sql["queue_dead_letter_cycle"], {"name": name, "dead_letter": dead_letter}
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            raise InvalidOption(
+                f"dead-letter queue {dead_letter!r} for {name!r} would form a loop: the chain "
+                f"from {dead_letter!r} leads back to {name!r}; pick a queue outside the chain"
+            )
 
     async def get_queue(self, name: str) -> QueueInfo:
         """A queue and its settings; raises QueueNotFound."""

@@ -34,6 +34,24 @@ set retry_limit = %(retry_limit)s,
 where name = %(name)s
 returning name;
 
+-- name: queue_dead_letter_lock
+-- Serialises changes of dead-letter settings (transaction-scoped), so two concurrent
+-- changes cannot each miss the other's half of a cycle.
+select pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- name: queue_dead_letter_cycle
+-- Whether making %(dead_letter)s the dead-letter queue of %(name)s closes a loop: follows
+-- the chain from %(dead_letter)s (bounded, in case one already exists) looking for %(name)s.
+with recursive chain(name, depth) as (
+    select %(dead_letter)s::text, 1
+    union all
+    select q.dead_letter, c.depth + 1
+    from chain c
+    join {schema}.queue q on q.name = c.name
+    where q.dead_letter is not null and c.depth < 1000
+)
+select exists (select 1 from chain where name = %(name)s) as cycle;
+
 -- name: queue_get
 select *
 from {schema}.queue
