@@ -1,5 +1,9 @@
 """patchbay.runtime: the product on top of the queue, the vault and the connector SDK.
 
+The daemon (:class:`Daemon`, configured by :class:`DaemonSettings`) runs everything; an
+application can embed it (``examples/poc``) and read an integration's audit stream with
+:class:`AuditLog`.
+
 The registry of tenants and integrations (:class:`Registry`), with the audit stream of
 integrations (:class:`AuditEvent`, exported through :class:`EventSink`); its errors are
 drawn in :mod:`patchbay.runtime.errors`.
@@ -27,6 +31,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .audit import AuditEntry, AuditLog
+    from .daemon import Daemon, DaemonParts
+    from .database import resolve_database_url
+    from .notifications import SlackChannel
     from .registry import (
         EVENT_KINDS,
         AuditEvent,
@@ -38,10 +46,18 @@ if TYPE_CHECKING:
         TenantInfo,
         validate_cron,
     )
+    from .settings import DaemonSettings
 
 # Imported on first use: SQLAlchemy takes most of a second to import, and every
 # ``patchbay`` command imports this package.
 _LAZY = {
+    "AuditEntry": ".audit",
+    "AuditLog": ".audit",
+    "Daemon": ".daemon",
+    "DaemonParts": ".daemon",
+    "DaemonSettings": ".settings",
+    "SlackChannel": ".notifications",
+    "resolve_database_url": ".database",
     "EVENT_KINDS": ".registry",
     "AuditEvent": ".registry",
     "EventSink": ".registry",
@@ -65,8 +81,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EVENT_KINDS",
+    "AuditEntry",
     "AuditEvent",
+    "AuditLog",
     "CheckFailed",
+    "Daemon",
+    "DaemonParts",
+    "DaemonSettings",
     "EventSink",
     "IntegrationExists",
     "IntegrationInfo",
@@ -82,10 +103,12 @@ __all__ = [
     "ResumeContext",
     "ResumeHook",
     "SecretNotReference",
+    "SlackChannel",
     "TenantDisabled",
     "TenantExists",
     "TenantInfo",
     "TenantNotFound",
     "UnknownConnector",
+    "resolve_database_url",
     "validate_cron",
 ]

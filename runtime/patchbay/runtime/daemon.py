@@ -232,7 +232,12 @@ class Daemon:
         async with vault, client:
             await vault.check_master_keys()
             tracker = FailureTracker(client, redact=vault.redactor)
-            webhooks = Webhooks(client, vault, on_endpoint_disabled=endpoint_disabled_hook(tracker))
+            webhooks = Webhooks(
+                client,
+                vault,
+                on_endpoint_disabled=endpoint_disabled_hook(tracker),
+                allowed_networks=settings.webhook_allowed_networks,
+            )
             executor = ConnectorExecutor(
                 client, [cls() for cls in connectors.values()], vault=vault, hooks=tracker
             )

@@ -6,6 +6,7 @@ daemon starts, and a bad one stops it with a message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +90,13 @@ class DaemonSettings(BaseSettings):
         '"recipients": [...]} | {"type": "log"}]}.',
     )
 
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks webhook deliveries may reach although private or loopback "
+        '(e.g. ["10.1.2.0/24"]; default none: only public addresses, the SSRF guard). '
+        "Each entry is checked when the daemon starts.",
+    )
+
     audit_export_url: str | None = Field(
         None,
         description="Deliver the audit stream (integration lifecycle and job events) to this "
@@ -100,6 +108,16 @@ class DaemonSettings(BaseSettings):
         description="Append the audit stream to this file as JSON lines, at least once "
         "(exporter 'file'; every daemon must see the same file). Unset: not exported.",
     )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (e.g. '127.0.0.1/32')") from None
+        return value
 
     @field_validator("audit_export_url")
     @classmethod
